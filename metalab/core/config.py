@@ -1,0 +1,173 @@
+"""Validated experiment configurations.
+
+A config is a frozen dataclass whose fields are declared with :func:`param`, which records the
+allowed range or choices.  Construction validates every field and then the cross-field rules in
+``check()``; a violation raises :class:`ConfigError` naming the field, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from typing import Any, ClassVar, Self
+
+
+class ConfigError(ValueError):
+    """An invalid configuration value: the message names the field, the value and what is allowed."""
+
+    def __init__(self, field: str, value: Any, allowed: str):
+        self.field, self.value, self.allowed = field, value, allowed
+        super().__init__(f"{field}={value!r} is not allowed: {allowed}")
+
+
+def param(
+    default: Any,
+    *,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    choices: Iterable[Any] | None = None,
+    help: str = "",
+) -> Any:
+    """Declare a config field with its default, its bounds (``ge``/``gt``/``le``) or ``choices``.
+
+    For tuple fields the bounds and choices apply to every element.
+    """
+    meta = {"ge": ge, "gt": gt, "le": le, "choices": tuple(choices) if choices else None, "help": help}
+    if isinstance(default, (list, tuple)):
+        return dataclasses.field(default_factory=lambda: tuple(default), metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def _allowed_text(meta: Mapping[str, Any]) -> str:
+    if meta["choices"] is not None:
+        return "one of " + ", ".join(repr(c) for c in meta["choices"])
+    parts = []
+    if meta["ge"] is not None:
+        parts.append(f">= {meta['ge']}")
+    if meta["gt"] is not None:
+        parts.append(f"> {meta['gt']}")
+    if meta["le"] is not None:
+        parts.append(f"<= {meta['le']}")
+    return "a finite number " + " and ".join(parts) if parts else "a finite number"
+
+
+def _element_ok(value: Any, meta: Mapping[str, Any]) -> bool:
+    if meta["choices"] is not None:
+        return value in meta["choices"]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return True  # strings and flags without choices are free-form
+    if not math.isfinite(value):
+        return False
+    return not (
+        (meta["ge"] is not None and value < meta["ge"])
+        or (meta["gt"] is not None and value <= meta["gt"])
+        or (meta["le"] is not None and value > meta["le"])
+    )
+
+
+def _base_type(annotation: Any) -> tuple[type, bool]:
+    """(element type, is_tuple) for annotations such as ``int``, ``float``, ``tuple[str, ...]``."""
+    origin = typing.get_origin(annotation)
+    if origin is tuple:
+        return typing.get_args(annotation)[0], True
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return args[0], False
+    return annotation, False
+
+
+def _coerce(name: str, value: Any, kind: type) -> Any:
+    """Convert ``value`` to ``kind`` (from a string when given one), or raise ConfigError."""
+    if value is None:
+        return None
+    try:
+        if kind is bool:
+            if isinstance(value, str):
+                lowered = value.strip().lower()
+                if lowered in ("1", "true", "yes", "on"):
+                    return True
+                if lowered in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError
+            return bool(value)
+        if kind is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(float(value)) if isinstance(value, str) else int(value)
+        if kind is float:
+            return float(value)
+        return kind(value)
+    except (TypeError, ValueError):
+        raise ConfigError(name, value, f"a value of type {kind.__name__}") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Base class of experiment configs: validated on construction, with named presets."""
+
+    presets: ClassVar[dict[str, dict[str, Any]]] = {}
+
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            kind, is_tuple = _base_type(hints[f.name])
+            value = getattr(self, f.name)
+            if is_tuple:
+                if isinstance(value, str):
+                    value = [v for v in value.replace(";", ",").split(",") if v.strip()]
+                value = tuple(_coerce(f.name, v.strip() if isinstance(v, str) else v, kind) for v in value)
+            else:
+                value = _coerce(f.name, value, kind)
+            object.__setattr__(self, f.name, value)
+            for element in value if is_tuple else (value,):
+                if element is not None and not _element_ok(element, f.metadata):
+                    raise ConfigError(f.name, element, _allowed_text(f.metadata))
+        self.check()
+
+    def check(self) -> None:
+        """Cross-field rules; subclasses raise ConfigError here."""
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> Self:
+        """The named preset (e.g. ``quick`` or ``paper``) with ``overrides`` applied."""
+        if name not in cls.presets:
+            raise ConfigError("preset", name, "one of " + ", ".join(map(repr, cls.presets)))
+        return cls(**{**cls.presets[name], **overrides})
+
+    def replace(self, **changes: Any) -> Self:
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            name = sorted(unknown)[0]
+            raise ConfigError(name, changes[name], "a field of " + type(self).__name__ + ": " + ", ".join(self.field_names()))
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def describe(cls) -> dict[str, str]:
+        """Each field's help text with its allowed values, for CLI help and the dashboard."""
+        return {f.name: f"{f.metadata.get('help', '')} ({_allowed_text(f.metadata)})" for f in dataclasses.fields(cls)}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+
+def parse_assignments(pairs: Iterable[str]) -> dict[str, str]:
+    """Turn CLI ``key=value`` strings into a dict; values are converted by the config itself."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError("--set", pair, "key=value, e.g. --set rank=3")
+        out[key.strip()] = value.strip()
+    return out

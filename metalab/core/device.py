@@ -1,0 +1,24 @@
+"""Device selection: ``"auto"`` means CUDA when available, else CPU."""
+
+from __future__ import annotations
+
+import torch
+
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """Map ``"auto"``/``"cpu"``/``"cuda"``/``"cuda:N"`` to a torch device, checking CUDA is present."""
+    if isinstance(device, torch.device):
+        name = str(device)
+    else:
+        name = str(device).strip().lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ValueError(f"device={device!r} was requested but CUDA is not available; use 'auto' or 'cpu'")
+        return torch.device(name)
+    raise ValueError(f"device={device!r} is not allowed: one of 'auto', 'cpu', 'cuda', 'cuda:N'")
