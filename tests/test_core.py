@@ -122,10 +122,12 @@ def allocate_and_touch(megabytes: int) -> float:
     return float(array.sum())
 
 
-def test_peak_rss_in_subprocess_sees_the_allocation():
+def test_peak_rss_in_subprocess_sees_the_allocation_and_not_the_parent():
+    parent_ballast = np.ones(800 * 2**20 // 8)  # the child's number must not inherit this peak
     small, _ = peak_rss_in_subprocess(allocate_and_touch, 1)
     large, total = peak_rss_in_subprocess(allocate_and_touch, 300)
-    assert total == 300 * 2**20 // 8
+    assert total == 300 * 2**20 // 8 and parent_ballast[0] == 1.0
+    assert small < 700 * 2**20
     assert large - small > 250 * 2**20
 
 
@@ -136,3 +138,12 @@ def failing_function() -> None:
 def test_peak_rss_reports_the_child_failure():
     with pytest.raises(RuntimeError, match=r"ArithmeticError: boom"):
         peak_rss_in_subprocess(failing_function)
+
+
+def test_generator_streams_are_independent_and_reproducible():
+    from metalab.core import generator
+
+    same = [torch.randn(5, generator=generator(3, "data")) for _ in range(2)]
+    assert torch.equal(same[0], same[1])
+    other = torch.randn(5, generator=generator(3, "init"))
+    assert not torch.allclose(same[0], other)

@@ -53,11 +53,27 @@ class SavedTensorMeter:
         return self.bytes / 2**20
 
 
+def _peak_rss_bytes() -> int:
+    """This process's peak resident set size.
+
+    On Linux this reads VmHWM, the high-water mark of the process's own address space: getrusage's
+    ru_maxrss would also carry the parent's peak across fork + exec.
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
+
+
 def _child(queue: mp.Queue, fn: Callable[..., Any], args: tuple, kwargs: dict) -> None:
     try:
         result = fn(*args, **kwargs)
-        peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        queue.put(("ok", peak_kib * (1 if sys.platform == "darwin" else 1024), result))
+        queue.put(("ok", _peak_rss_bytes(), result))
     except BaseException as exc:  # report any failure to the parent instead of hanging it
         queue.put(("error", 0, f"{type(exc).__name__}: {exc}"))
 
