@@ -1,0 +1,294 @@
+"""Baselines for learning the shared subspace of linear multi-task regression.
+
+All use the column convention: B or U (d, s) with orthonormal columns, heads v_t (s,), θ_t = B v_t,
+S_t = X_tᵀX_t/m_t and F(Θ) = (1/2T) Σ_t (1/m_t)||X_t θ_t - y_t||².  Each returns a SubspaceResult whose
+``coef`` rows are the method's per-task estimates θ_t (for the two-stage methods, MoM and the oracle,
+the least-squares heads on X_t B).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+from metalab.core.seeding import generator
+from metalab.subspace.linalg import top_right_singular_vectors
+from metalab.subspace.result import State, SubspaceResult, run
+from metalab.subspace.tasks import (
+    TaskTensors,
+    as_task_tensors,
+    check_basis,
+    check_choice,
+    check_int,
+    check_number,
+    check_rank,
+    check_seed,
+    check_step_size,
+    check_true_basis,
+)
+
+ALTMIN_INITS = ("mom", "random")
+
+
+def _with_heads(data: TaskTensors, basis: torch.Tensor) -> State:
+    """(Θ = W Bᵀ, B, F(Θ)) with W the least-squares heads on X_t B."""
+    coef = data.fit_heads(basis) @ basis.T
+    return coef, basis, data.loss(coef)
+
+
+def _random_basis(data: TaskTensors, rank: int, seed: int) -> torch.Tensor:
+    """Q from the QR factorisation of a seeded d × s Gaussian (drawn on the CPU, then moved)."""
+    gaussian = torch.randn(data.dim, rank, generator=generator(seed, "random_basis"), dtype=data.X.dtype)
+    return torch.linalg.qr(gaussian).Q.to(data.device)
+
+
+def _check_iterations(max_iter: Any, tol: Any) -> tuple[int, float]:
+    return check_int("max_iter", max_iter, 1), check_number("tol", tol, strict=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# Method of moments (Tripuraneni, Jin & Jordan 2021)
+
+
+def _mom_basis(data: TaskTensors, rank: int) -> torch.Tensor:
+    """Top-s eigenvectors of M̂ = (1/T) Σ_t (1/m_t) Σ_i y_ti² x_ti x_tiᵀ  (E[y²xxᵀ] = (||θ||²+σ²)I + 2θθᵀ)."""
+    weights = data.y.square() / data.counts[:, None]
+    moment = torch.einsum("tm,tma,tmb->ab", weights, data.X, data.X) / data.n_tasks
+    return torch.linalg.eigh(moment).eigenvectors[:, -rank:].flip(1)
+
+
+def method_of_moments(X: Any, y: Any, rank: int, *, true_basis: Any = None) -> SubspaceResult:
+    """MoM: B̂ = top-s eigenvectors of (1/T) Σ_t (1/m_t) Σ_i y_ti² x_ti x_tiᵀ; heads by least squares on X_t B̂."""
+    data = as_task_tensors(X, y)
+    rank = check_rank(rank, data)
+    truth = check_true_basis(true_basis, data)
+
+    def states() -> Iterator[State]:
+        yield _with_heads(data, _mom_basis(data, rank))
+
+    return run("mom", states(), max_iter=0, tol=None, true_basis=truth)
+
+
+# ---------------------------------------------------------------------------------------------
+# AltMin / AltMinGD (Thekumparampil, Jain, Netrapalli & Oh 2021)
+
+
+def _altmin_states(data: TaskTensors, U: torch.Tensor, step: float | None, exact: bool) -> Iterator[State]:
+    grams = data.grams() if exact else None
+    rank = U.shape[1]
+    while True:
+        V = data.fit_heads(U)  # v_t = (UᵀS_tU)⁻¹ Uᵀ X_tᵀy_t/m_t for every task
+        coef = V @ U.T
+        yield coef, U, data.loss(coef)
+        if exact:
+            # ∇_U F = 0:  (1/T) Σ_t S_t U v_t v_tᵀ = (1/T) Σ_t (X_tᵀy_t/m_t) v_tᵀ, a (d s) × (d s) system.
+            system = torch.einsum("tab,ti,tj->aibj", grams, V, V).reshape(data.dim * rank, -1)
+            rhs = torch.einsum("ta,ti->ai", data.moments(), V).reshape(-1)
+            U_new = (torch.linalg.pinv(system, hermitian=True) @ rhs).reshape(data.dim, rank)
+        else:
+            # ∇_U F = (1/T) Σ_t (1/m_t) X_tᵀ(X_t U v_t - y_t) v_tᵀ;  default η = 1/λ_max(VᵀV/T).
+            grad = data.task_gradients(coef).T @ V / data.n_tasks
+            eta = step if step is not None else 1.0 / float(torch.linalg.eigvalsh(V.T @ V / data.n_tasks)[-1])
+            U_new = U - eta * grad
+        U = torch.linalg.qr(U_new).Q
+
+
+def altmin_gd(
+    X: Any,
+    y: Any,
+    rank: int,
+    *,
+    step_size: float | None = None,
+    max_iter: int = 500,
+    tol: float = 1e-10,
+    init: str = "mom",
+    exact: bool = False,
+    seed: int = 0,
+    true_basis: Any = None,
+) -> SubspaceResult:
+    """AltMinGD: alternate the exact head step v_t = argmin_v ||X_t U v - y_t||² with a gradient step on U,
+    U ← QR(U - η ∇_U F(U, V)), η = step_size or 1/λ_max(VᵀV/T) (recomputed every iteration).
+
+    exact=True is AltMin: the U-step solves the (d s)-dimensional normal equations of F in U exactly.
+    init: "mom" (the method-of-moments basis) or "random" (QR of a Gaussian drawn from ``seed``).
+    Stops when the relative change of Θ = V Uᵀ falls below ``tol``.
+    """
+    data = as_task_tensors(X, y)
+    rank = check_rank(rank, data)
+    step = check_step_size(step_size, "1/λ_max(VᵀV/T)")
+    max_iter, tol = _check_iterations(max_iter, tol)
+    init = check_choice("init", init, ALTMIN_INITS)
+    if not isinstance(exact, bool):
+        raise ValueError(f"exact={exact!r} is not allowed: True (AltMin) or False (AltMinGD)")
+    seed = check_seed(seed)
+    truth = check_true_basis(true_basis, data)
+    U0 = _mom_basis(data, rank) if init == "mom" else _random_basis(data, rank, seed)
+    name = "altmin" if exact else "altmin_gd"
+    return run(name, _altmin_states(data, U0, step, exact), max_iter=max_iter, tol=tol, true_basis=truth)
+
+
+def altmin(
+    X: Any,
+    y: Any,
+    rank: int,
+    *,
+    max_iter: int = 500,
+    tol: float = 1e-10,
+    init: str = "mom",
+    seed: int = 0,
+    true_basis: Any = None,
+) -> SubspaceResult:
+    """AltMin: altmin_gd with the exact least-squares U-step."""
+    return altmin_gd(X, y, rank, max_iter=max_iter, tol=tol, init=init, exact=True, seed=seed, true_basis=true_basis)
+
+
+# ---------------------------------------------------------------------------------------------
+# Burer-Monteiro factorisation
+
+
+def _bm_objective(data: TaskTensors, B: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
+    """f(B, V) = F(V Bᵀ) + (1/8)||BᵀB - VᵀV||_F²  (the balance term removes the GL(s) ambiguity)."""
+    return data.loss(V @ B.T) + 0.125 * (B.T @ B - V.T @ V).square().sum()
+
+
+def _bm_start(data: TaskTensors, rank: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.optim.LBFGS]:
+    """A seeded, balanced Gaussian start (E[BᵀB] = E[VᵀV], E||θ_t||² = 1 for Θ = V Bᵀ) and its optimiser."""
+    gen = generator(seed, "burer_monteiro")
+    scale_B = (data.n_tasks / rank) ** 0.25 / data.dim**0.5
+    scale_V = 1.0 / (data.n_tasks * rank) ** 0.25
+    B = scale_B * torch.randn(data.dim, rank, generator=gen, dtype=data.X.dtype)
+    V = scale_V * torch.randn(data.n_tasks, rank, generator=gen, dtype=data.X.dtype)
+    B, V = B.to(data.device).requires_grad_(), V.to(data.device).requires_grad_()
+    # One L-BFGS iteration per step() call; max_eval leaves room for the line search (its budget is
+    # max_eval minus the one evaluation step() makes first).
+    optimizer = torch.optim.LBFGS(
+        [B, V], lr=1.0, max_iter=1, max_eval=26, history_size=20, tolerance_grad=1e-14, tolerance_change=0.0,
+        line_search_fn="strong_wolfe",
+    )  # fmt: skip
+    return B, V, optimizer
+
+
+def _bm_states(data: TaskTensors, B: torch.Tensor, V: torch.Tensor, optimizer: torch.optim.LBFGS) -> Iterator[State]:
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = _bm_objective(data, B, V)
+        loss.backward()
+        return loss
+
+    while True:
+        with torch.no_grad():
+            yield V @ B.T, torch.linalg.svd(B, full_matrices=False).U, _bm_objective(data, B, V)
+        optimizer.step(closure)
+
+
+def burer_monteiro(
+    X: Any,
+    y: Any,
+    rank: int,
+    *,
+    max_iter: int = 500,
+    tol: float = 1e-10,
+    seed: int = 0,
+    true_basis: Any = None,
+) -> SubspaceResult:
+    """Burer-Monteiro: minimise F(V Bᵀ) + (1/8)||BᵀB - VᵀV||_F² over B (d, s), V (T, s) with L-BFGS
+    (torch.optim.LBFGS, strong-Wolfe line search) from a seeded Gaussian start; basis = left singular
+    vectors of B.  Stops when the relative change of Θ = V Bᵀ falls below ``tol``."""
+    data = as_task_tensors(X, y)
+    rank = check_rank(rank, data)
+    max_iter, tol = _check_iterations(max_iter, tol)
+    seed = check_seed(seed)
+    truth = check_true_basis(true_basis, data)
+    states = _bm_states(data, *_bm_start(data, rank, seed))
+    return run("burer_monteiro", states, max_iter=max_iter, tol=tol, true_basis=truth)
+
+
+# ---------------------------------------------------------------------------------------------
+# Nuclear-norm (trace-norm) regularisation
+
+
+def _nuclear_states(data: TaskTensors, rank: int, lam: float, eta: float) -> Iterator[State]:
+    penalty = lam / (2 * math.sqrt(data.n_tasks))
+    threshold = eta * lam * math.sqrt(data.n_tasks) / 2  # η·T·penalty: the per-task gradient is T∇F
+    W = torch.zeros(data.n_tasks, data.dim, dtype=data.X.dtype, device=data.device)
+    singular = torch.zeros(0, dtype=W.dtype, device=W.device)
+    basis = top_right_singular_vectors(W, rank)  # arbitrary at W = 0
+    while True:
+        yield W, basis, data.loss(W) + penalty * singular.sum()
+        U, singular, Vh = torch.linalg.svd(W - eta * data.task_gradients(W), full_matrices=False)
+        singular = (singular - threshold).clamp(min=0)
+        W = (U * singular) @ Vh
+        basis = Vh[:rank].T
+
+
+def _default_lambda(data: TaskTensors) -> float:
+    """λ = σ̂ sqrt(T + d²/m̄) / sqrt(T m̄), with σ̂ = RMS(y) standing in for the unknown noise level."""
+    m_bar = float(data.counts.mean())
+    sigma = math.sqrt(float(data.y.square().sum() / data.counts.sum()))
+    return sigma * math.sqrt(data.n_tasks + data.dim**2 / m_bar) / math.sqrt(data.n_tasks * m_bar)
+
+
+def nuclear_norm(
+    X: Any,
+    y: Any,
+    rank: int,
+    *,
+    lam: float | None = None,
+    step_size: float | None = None,
+    max_iter: int = 500,
+    tol: float = 1e-10,
+    true_basis: Any = None,
+) -> SubspaceResult:
+    """Trace-norm multi-task regression by proximal gradient:
+
+        min_W  F(W) + (λ / (2√T)) ||W||_*      (half the objective of Boursier et al.'s reference code),
+        W ← SVT(W - η G(W), η λ √T / 2),  G rows = (1/m_t) X_tᵀ(X_t w_t - y_t),  SVT = soft-threshold singular values.
+
+    η = step_size or 1/max_t λ_max(X_tᵀX_t/m_t).  λ = lam or the reference rule σ sqrt(T + d²/m)/sqrt(T m)
+    with σ estimated by RMS(y), an upper bound on the noise level: pass ``lam`` when σ is known.
+    basis = top-s right singular vectors of W.  Stops when the relative change of W falls below ``tol``.
+    """
+    data = as_task_tensors(X, y)
+    rank = check_rank(rank, data)
+    lam = _default_lambda(data) if lam is None else check_number("lam", lam, strict=False, hint=", or None for the default")
+    step = check_step_size(step_size, "1/max_t λ_max(X_tᵀX_t/m_t)")
+    max_iter, tol = _check_iterations(max_iter, tol)
+    truth = check_true_basis(true_basis, data)
+    eta = step if step is not None else 1.0 / data.smoothness()
+    return run("nuclear_norm", _nuclear_states(data, rank, lam, eta), max_iter=max_iter, tol=tol, true_basis=truth)
+
+
+# ---------------------------------------------------------------------------------------------
+# Single-task regression and the oracle
+
+
+def single_task_ols(X: Any, y: Any, rank: int, *, ridge: float = 0.0, true_basis: Any = None) -> SubspaceResult:
+    """Per-task θ̂_t = argmin_θ (1/m_t)||X_t θ - y_t||² + ridge||θ||² (minimum norm when m_t < d and ridge = 0);
+    basis = top-s right singular vectors of the stacked Θ̂, coef = Θ̂."""
+    data = as_task_tensors(X, y)
+    rank = check_rank(rank, data)
+    ridge = check_number("ridge", ridge, strict=False)
+    truth = check_true_basis(true_basis, data)
+
+    def states() -> Iterator[State]:
+        coef = data.fit_heads(torch.eye(data.dim, dtype=data.X.dtype, device=data.device), ridge)
+        yield coef, top_right_singular_vectors(coef, rank), data.loss(coef)
+
+    return run("single_task", states(), max_iter=0, tol=None, true_basis=truth)
+
+
+def oracle(X: Any, y: Any, rank: int, *, true_basis: Any) -> SubspaceResult:
+    """The true subspace (its own width, whatever ``rank``), with per-task least-squares heads on X_t B*."""
+    data = as_task_tensors(X, y)
+    check_rank(rank, data)
+    if true_basis is None:
+        raise ValueError("true_basis=None is not allowed: the oracle needs the true (d, s) basis")
+    truth = check_basis("true_basis", true_basis, data.dim, data.device)
+
+    def states() -> Iterator[State]:
+        yield _with_heads(data, truth)
+
+    return run("oracle", states(), max_iter=0, tol=None, true_basis=truth)

@@ -1,0 +1,114 @@
+"""Result types, and the loop that times, scores and stops every subspace method.
+
+Each method is written as a generator of states ``(coef, basis, objective)``: first its initial state
+(iteration 0), then one state per iteration.  :func:`trace` turns that into :class:`IterationStep` items
+(the live stream the dashboard draws) and :func:`run` collects them into a :class:`SubspaceResult`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+
+from metalab.subspace.metrics import subspace_distance
+
+# An objective this many times its starting value means the iteration has blown up.
+BLOW_UP = 1e10
+
+
+class DivergenceWarning(RuntimeWarning):
+    """An iterative subspace method produced non-finite or exploding iterates and was stopped."""
+
+
+@dataclass
+class SubspaceResult:
+    method: str  # registry name, e.g. "meta_sp"
+    basis: torch.Tensor  # (d, s) orthonormal columns
+    coef: torch.Tensor | None  # (T, d) per-task coefficient estimates θ_t
+    history: list[dict]  # {"iteration", "objective", "seconds"} (+ "sin_theta" when a true basis was given)
+    converged: bool
+    n_iter: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class IterationStep:
+    """One state of an iterative method (iteration 0 is the initial state)."""
+
+    iteration: int
+    coef: torch.Tensor  # (T, d)
+    basis: torch.Tensor  # (d, s)
+    objective: float
+    sin_theta: float | None  # spectral sin Θ to the true basis, when one was given
+    seconds: float  # since the start of the run
+    change: float  # ||Θᵏ - Θᵏ⁻¹||_F / ||Θᵏ⁻¹||_F (inf at iteration 0)
+
+
+State = tuple[torch.Tensor, torch.Tensor, torch.Tensor | float]
+
+
+def _relative_change(new: torch.Tensor, old: torch.Tensor) -> float:
+    scale = float(torch.linalg.norm(old))
+    diff = float(torch.linalg.norm(new - old))
+    return diff / scale if scale > 0 else (0.0 if diff == 0 else math.inf)
+
+
+def trace(
+    method: str,
+    states: Iterator[State],
+    *,
+    max_iter: int,
+    tol: float | None,
+    true_basis: torch.Tensor | None,
+) -> Iterator[IterationStep]:
+    """Time and score ``states``; stop after ``max_iter`` iterations, when the relative change of Θ
+    falls below ``tol`` (never when ``tol`` is None), or, with a DivergenceWarning, at the first
+    non-finite or exploding state (which is not yielded)."""
+    start = time.perf_counter()
+    previous, reference = None, None
+    for iteration, (coef, basis, objective) in enumerate(states):
+        value = float(objective)
+        reference = abs(value) if reference is None else reference
+        if not (math.isfinite(value) and value <= BLOW_UP * max(reference, 1e-300) and bool(torch.isfinite(coef).all())):
+            warnings.warn(
+                f"{method} diverged at iteration {iteration} (objective {value:.3g}); returning the last finite "
+                "iterate with converged=False. A smaller step_size usually helps.",
+                DivergenceWarning,
+                stacklevel=3,
+            )
+            return
+        change = math.inf if previous is None else _relative_change(coef, previous)
+        sin = None if true_basis is None else subspace_distance(basis, true_basis, "spectral")
+        yield IterationStep(iteration, coef, basis, value, sin, time.perf_counter() - start, change)
+        if iteration >= max_iter or (tol is not None and change < tol):
+            return
+        previous = coef
+
+
+def collect(method: str, steps: Iterator[IterationStep], *, max_iter: int, tol: float | None) -> SubspaceResult:
+    """Consume a step stream into a result.  converged: the change fell below ``tol`` (or, with
+    ``tol=None``, the full ``max_iter`` budget ran without divergence)."""
+    history, last = [], None
+    for step in steps:
+        entry = {"iteration": step.iteration, "objective": step.objective, "seconds": step.seconds}
+        if step.sin_theta is not None:
+            entry["sin_theta"] = step.sin_theta
+        history.append(entry)
+        last = step
+    if last is None:
+        raise FloatingPointError(f"{method}: the initial iterate is not finite; rescale X and y")
+    converged = last.change < tol if tol is not None else last.iteration == max_iter
+    return SubspaceResult(method, last.basis, last.coef, history, converged, last.iteration, last.seconds)
+
+
+def run(
+    method: str, states: Iterator[State], *, max_iter: int, tol: float | None, true_basis: torch.Tensor | None
+) -> SubspaceResult:
+    """trace + collect."""
+    steps = trace(method, states, max_iter=max_iter, tol=tol, true_basis=true_basis)
+    return collect(method, steps, max_iter=max_iter, tol=tol)

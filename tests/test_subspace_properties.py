@@ -1,0 +1,87 @@
+"""Property tests: invalid ranks and shapes always raise naming the argument; valid runs give orthonormal bases."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from metalab.data import hps_tasks
+from metalab.subspace import fit, sin_theta
+
+FAST_OPTIONS = {
+    "meta_sp": {"max_iter": 20},
+    "mom": {},
+    "altmin_gd": {"max_iter": 10},
+    "altmin": {"max_iter": 5},
+    "burer_monteiro": {"max_iter": 5},
+    "nuclear_norm": {"max_iter": 10},
+    "anil": {"max_iter": 3},
+    "anil_fo": {"max_iter": 3},
+    "single_task": {},
+}
+SETTINGS = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+sizes = st.tuples(st.integers(1, 6), st.integers(2, 5), st.integers(1, 6))  # T, m, d
+
+
+@SETTINGS
+@given(shape=sizes, rank=st.integers(-3, 10), method=st.sampled_from(sorted(FAST_OPTIONS)))
+def test_rank_outside_range_always_raises(shape, rank, method):
+    T, m, d = shape
+    if 1 <= rank <= min(T, d) - 1:
+        return
+    X, y = torch.randn(T, m, d, dtype=torch.float64), torch.randn(T, m, dtype=torch.float64)
+    allowed = f"1..{min(T, d) - 1}" if min(T, d) >= 2 else "none"
+    with pytest.raises(ValueError, match=re.escape(f"rank={rank} is not allowed: an integer in 1..min(T, d)-1 = {allowed}")):
+        fit(method, X, y, rank, **FAST_OPTIONS[method])
+
+
+@SETTINGS
+@given(
+    x_shape=st.lists(st.integers(1, 4), min_size=0, max_size=5),
+    y_shape=st.lists(st.integers(1, 4), min_size=0, max_size=4),
+    method=st.sampled_from(sorted(FAST_OPTIONS)),
+)
+def test_wrong_shapes_always_raise_naming_the_argument(x_shape, y_shape, method):
+    valid = len(x_shape) == 3 and y_shape == x_shape[:2]
+    if valid:
+        return
+    X, y = torch.randn(tuple(x_shape), dtype=torch.float64), torch.randn(tuple(y_shape), dtype=torch.float64)
+    name, shape = ("X", x_shape) if len(x_shape) != 3 else ("y", y_shape)
+    with pytest.raises(ValueError, match="^" + re.escape(f"{name} has shape {tuple(shape)}; expected")):
+        fit(method, X, y, 1, **FAST_OPTIONS[method])
+
+
+@SETTINGS
+@given(
+    d=st.integers(3, 8),
+    T=st.integers(3, 12),
+    m=st.integers(2, 10),
+    noise=st.sampled_from([0.0, 0.1, 1.0]),
+    seed=st.integers(0, 1000),
+    method=st.sampled_from(sorted(FAST_OPTIONS)),
+    data=st.data(),
+)
+def test_valid_instances_give_orthonormal_bases(d, T, m, noise, seed, method, data):
+    rank = data.draw(st.integers(1, min(T, d) - 1), label="rank")
+    tasks = hps_tasks(d, rank, T, m, noise=noise, seed=seed)
+    result = fit(method, tasks.X, tasks.y, rank, true_basis=tasks.basis, **FAST_OPTIONS[method])
+    B = result.basis
+    assert B.shape == (d, rank)
+    torch.testing.assert_close(B.T @ B, torch.eye(rank, dtype=torch.float64), rtol=0, atol=1e-8)
+    assert 0.0 <= sin_theta(B, tasks.basis) <= 1.0
+    assert all(0.0 <= h["sin_theta"] <= 1.0 for h in result.history)
+    assert result.coef.shape == (T, d) and torch.isfinite(result.coef).all()
