@@ -1,0 +1,196 @@
+"""Matplotlib figures shared by the notebooks, the dashboard and the CLI.
+
+Figures are built on ``matplotlib.figure.Figure`` directly (no pyplot state), so they are safe to
+draw from the dashboard's threads and are shown inline by Jupyter.  Each function takes the
+DataFrame made by :func:`metalab.core.collect` and returns a figure, or ``None`` when the records
+hold nothing for it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+#: one colour per method, stable across every figure of the suite
+METHOD_COLOURS = {
+    "meta_sp": "#d62728",
+    "mom": "#1f77b4",
+    "altmin_gd": "#2ca02c",
+    "altmin": "#98df8a",
+    "burer_monteiro": "#9467bd",
+    "nuclear_norm": "#8c564b",
+    "anil": "#ff7f0e",
+    "anil_fo": "#ffbb78",
+    "single_task": "#7f7f7f",
+    "oracle": "#17becf",
+    "ridge": "#bcbd22",
+    "zero": "#c7c7c7",
+}
+
+METHOD_LABELS = {
+    "meta_sp": "Meta-SP",
+    "mom": "MoM",
+    "altmin_gd": "AltMinGD",
+    "altmin": "AltMin",
+    "burer_monteiro": "Burer-Monteiro",
+    "nuclear_norm": "nuclear norm",
+    "anil": "ANIL",
+    "anil_fo": "ANIL (first order)",
+    "single_task": "single-task OLS + SVD",
+    "oracle": "oracle basis",
+    "ridge": "per-task ridge",
+    "zero": "predict the mean",
+}
+
+
+def _style(method: str) -> dict:
+    return {"color": METHOD_COLOURS.get(method), "label": METHOD_LABELS.get(method, method)}
+
+
+def _part(frame: pd.DataFrame, part: str) -> pd.DataFrame:
+    if frame.empty or "part" not in frame:
+        return frame.iloc[0:0]
+    return frame[frame["part"] == part]
+
+
+def convergence_figure(frame: pd.DataFrame) -> Figure | None:
+    """Subspace error per iteration for every method (log scale): Meta-SP's linear rate to a floor."""
+    rows = _part(frame, "convergence").dropna(subset=["sin_theta"])
+    if rows.empty:
+        return None
+    fig = Figure(figsize=(7, 4.2), layout="constrained")
+    ax = fig.add_subplot()
+    for method, group in rows.groupby("method", sort=False):
+        group = group.sort_values("step")
+        single = len(group) == 1
+        ax.plot(group["step"], group["sin_theta"].clip(lower=1e-16), marker="o" if single else None,
+                linestyle="none" if single else "-", **_style(method))
+    ax.set_yscale("log")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel(r"subspace error $\sin\theta(\hat B, B^*)$")
+    first = rows.iloc[0]
+    ax.set_title(f"Convergence (m = {first['n_samples']} samples per task, rank {first['rank']})")
+    ax.legend(fontsize=8, ncol=2)
+    ax.grid(True, which="both", alpha=0.3)
+    return fig
+
+
+def _mean_band(ax, rows: pd.DataFrame, x: str, y: str, method: str) -> None:
+    stats = rows.groupby(x)[y].agg(["mean", "min", "max"]).sort_index()
+    ax.plot(stats.index, stats["mean"], marker="o", **_style(method))
+    ax.fill_between(stats.index, stats["min"], stats["max"], color=METHOD_COLOURS.get(method), alpha=0.12)
+
+
+def samples_figure(frame: pd.DataFrame) -> Figure | None:
+    """Final subspace error against samples per task (mean and range over repeats)."""
+    rows = _part(frame, "samples")
+    if rows.empty:
+        return None
+    fig = Figure(figsize=(10, 4), layout="constrained")
+    error_ax, mse_ax = fig.subplots(1, 2)
+    for method, group in rows.groupby("method", sort=False):
+        _mean_band(error_ax, group, "n_samples", "sin_theta", method)
+        _mean_band(mse_ax, group, "n_samples", "few_shot_mse", method)
+    error_ax.set(xlabel="samples per task m", ylabel=r"$\sin\theta(\hat B, B^*)$", yscale="log",
+                 title="Subspace error vs samples per task")
+    mse_ax.set(xlabel="samples per task m", ylabel="few-shot MSE on new tasks", yscale="log",
+               title="Few-shot prediction after fitting the head")
+    error_ax.legend(fontsize=8, ncol=2)
+    for ax in (error_ax, mse_ax):
+        ax.grid(True, which="both", alpha=0.3)
+    return fig
+
+
+def rank_figure(frame: pd.DataFrame) -> Figure | None:
+    """Meta-SP with the rank under-, well- and over-specified."""
+    rows = _part(frame, "rank")
+    if rows.empty:
+        return None
+    stats = rows.groupby("fitted_rank")[["sin_theta", "few_shot_mse"]].mean().sort_index()
+    true_rank = int(rows["rank"].iloc[0])
+    fig = Figure(figsize=(9, 3.6), layout="constrained")
+    left, right = fig.subplots(1, 2)
+    fitted = stats.index.astype(int)
+    labels = [f"s{r - true_rank:+d}" if r != true_rank else "s" for r in fitted]
+    colours = ["#d62728" if r == true_rank else "#aaaaaa" for r in fitted]
+    left.bar(labels, stats["sin_theta"], color=colours)
+    left.set(ylabel=r"$\sin\theta$ to the true subspace", title=f"Fitted rank vs true rank s = {true_rank}")
+    right.bar(labels, stats["few_shot_mse"], color=colours)
+    right.set(ylabel="few-shot MSE on new tasks", title="Prediction on new tasks")
+    return fig
+
+
+def noise_floor_figure(frame: pd.DataFrame) -> Figure | None:
+    """Final ||Θ̂-Θ*||_F against sigma, d, T and m on log-log axes, with fitted and stated slopes."""
+    rows = _part(frame, "noise_floor")
+    if rows.empty:
+        return None
+    factors = [f for f in ("noise", "d", "n_tasks", "n_samples") if f in set(rows["factor"])]
+    names = {"noise": r"noise $\sigma$", "d": "dimension d", "n_tasks": "tasks T", "n_samples": "samples per task m"}
+    fig = Figure(figsize=(3.2 * len(factors), 3.4), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(factors)))
+    for ax, factor in zip(axes, factors):
+        means = rows[rows["factor"] == factor].groupby("value")["coef_error_fro"].mean().sort_index()
+        x, y = means.index.to_numpy(float), means.to_numpy(float)
+        ax.loglog(x, y, "o", color=METHOD_COLOURS["meta_sp"], label="Meta-SP")
+        expected = float(rows[rows["factor"] == factor]["expected_slope"].iloc[0])
+        if len(x) >= 2:
+            slope, intercept = np.polyfit(np.log(x), np.log(y), 1)
+            ax.loglog(x, np.exp(intercept) * x**slope, "-", color=METHOD_COLOURS["meta_sp"], label=f"fit: slope {slope:.2f}")
+            anchor = np.exp(np.mean(np.log(y)) - expected * np.mean(np.log(x)))
+            ax.loglog(x, anchor * x**expected, "--", color="black", label=f"rate: slope {expected:g}")
+        ax.set(xlabel=names[factor], title=names[factor])
+        ax.legend(fontsize=7)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].set_ylabel(r"$\|\hat\Theta - \Theta^*\|_F$")
+    fig.suptitle(r"Noise floor against the stated rate $O(\sigma\sqrt{dT/m})$")
+    return fig
+
+
+def _bar_by_method(rows: pd.DataFrame, column: str, ylabel: str, title: str, log: bool = False) -> Figure:
+    stats = rows.groupby("method", sort=False)[column].mean()
+    fig = Figure(figsize=(8, 3.6), layout="constrained")
+    ax = fig.add_subplot()
+    ax.bar([METHOD_LABELS.get(m, m) for m in stats.index], stats.to_numpy(),
+           color=[METHOD_COLOURS.get(m, "#999999") for m in stats.index])
+    ax.set(ylabel=ylabel, title=title)
+    if log:
+        ax.set_yscale("log")
+    ax.tick_params(axis="x", labelrotation=30)
+    return fig
+
+
+def air_quality_figure(frame: pd.DataFrame) -> Figure | None:
+    """Few-shot PM2.5 prediction error on held-out station-days."""
+    rows = _part(frame, "air_quality")
+    if rows.empty:
+        return None
+    first = rows.iloc[0]
+    return _bar_by_method(rows, "few_shot_mse", "MSE on query hours (standardised PM2.5)",
+                          f"Beijing air quality: {int(first['n_test_tasks'])} held-out station-days, "
+                          f"{int(first['support'])} support hours")
+
+
+def time_to_target_figure(frame: pd.DataFrame) -> Figure | None:
+    """Seconds each method needs to reach the target subspace error (methods that never do are omitted)."""
+    rows = _part(frame, "time_to_target").dropna(subset=["seconds_to_target"])
+    if rows.empty:
+        return None
+    target = float(rows["target_error"].iloc[0])
+    return _bar_by_method(rows, "seconds_to_target", "seconds (log scale)",
+                          f"Time to reach sin-theta <= {target:g}", log=True)
+
+
+def meta_sp_figures(frame: pd.DataFrame) -> dict[str, Figure]:
+    """Every Meta-SP figure that the records allow, keyed by part."""
+    makers = {
+        "convergence": convergence_figure,
+        "samples": samples_figure,
+        "rank": rank_figure,
+        "noise_floor": noise_floor_figure,
+        "air_quality": air_quality_figure,
+        "time_to_target": time_to_target_figure,
+    }
+    figures = {name: make(frame) for name, make in makers.items()}
+    return {name: fig for name, fig in figures.items() if fig is not None}
