@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter, ScalarFormatter
 
 #: one colour per method, stable across every figure of the suite
 METHOD_COLOURS = {
@@ -54,30 +55,43 @@ def _part(frame: pd.DataFrame, part: str) -> pd.DataFrame:
     return frame[frame["part"] == part]
 
 
+def _log_floor(rows: pd.DataFrame, column: str) -> float:
+    """A lower limit for a log axis: a decade under the smallest value of the methods that estimate
+    (the oracle's exact zero, ~1e-16, would otherwise squash every other curve); at least 1e-12."""
+    estimated = rows.loc[rows["method"] != "oracle", column]
+    positive = estimated[estimated > 0]
+    return max(float(positive.min()) / 10 if not positive.empty else 1e-12, 1e-12)
+
+
 def convergence_figure(frame: pd.DataFrame) -> Figure | None:
-    """Subspace error per iteration for every method (log scale): Meta-SP's linear rate to a floor."""
-    rows = _part(frame, "convergence").dropna(subset=["sin_theta"])
+    """Subspace error per iteration for every method (log scale): Meta-SP's linear rate to a floor.
+
+    Values under the axis floor (the oracle's exact recovery) are drawn on the floor."""
+    rows = _part(frame, "convergence")
     if rows.empty:
         return None
+    rows = rows.dropna(subset=["sin_theta"])
+    floor = _log_floor(rows, "sin_theta")
     fig = Figure(figsize=(7, 4.2), layout="constrained")
     ax = fig.add_subplot()
     for method, group in rows.groupby("method", sort=False):
         group = group.sort_values("step")
         single = len(group) == 1
-        ax.plot(group["step"], group["sin_theta"].clip(lower=1e-16), marker="o" if single else None,
+        ax.plot(group["step"], group["sin_theta"].clip(lower=floor), marker="o" if single else None,
                 linestyle="none" if single else "-", **_style(method))
     ax.set_yscale("log")
+    ax.set_ylim(bottom=floor / 1.5)
     ax.set_xlabel("iteration")
     ax.set_ylabel(r"subspace error $\sin\theta(\hat B, B^*)$")
     first = rows.iloc[0]
-    ax.set_title(f"Convergence (m = {first['n_samples']} samples per task, rank {first['rank']})")
+    ax.set_title(f"Convergence (m = {int(first['n_samples'])} samples per task, rank {int(first['rank'])})")
     ax.legend(fontsize=8, ncol=2)
     ax.grid(True, which="both", alpha=0.3)
     return fig
 
 
-def _mean_band(ax, rows: pd.DataFrame, x: str, y: str, method: str) -> None:
-    stats = rows.groupby(x)[y].agg(["mean", "min", "max"]).sort_index()
+def _mean_band(ax, rows: pd.DataFrame, x: str, y: str, method: str, floor: float) -> None:
+    stats = rows.groupby(x)[y].agg(["mean", "min", "max"]).sort_index().clip(lower=floor)
     ax.plot(stats.index, stats["mean"], marker="o", **_style(method))
     ax.fill_between(stats.index, stats["min"], stats["max"], color=METHOD_COLOURS.get(method), alpha=0.12)
 
@@ -89,9 +103,11 @@ def samples_figure(frame: pd.DataFrame) -> Figure | None:
         return None
     fig = Figure(figsize=(10, 4), layout="constrained")
     error_ax, mse_ax = fig.subplots(1, 2)
+    error_floor = _log_floor(rows, "sin_theta")
     for method, group in rows.groupby("method", sort=False):
-        _mean_band(error_ax, group, "n_samples", "sin_theta", method)
-        _mean_band(mse_ax, group, "n_samples", "few_shot_mse", method)
+        _mean_band(error_ax, group, "n_samples", "sin_theta", method, error_floor)
+        _mean_band(mse_ax, group, "n_samples", "few_shot_mse", method, 0.0)
+    error_ax.set_ylim(bottom=error_floor / 1.5)
     error_ax.set(xlabel="samples per task m", ylabel=r"$\sin\theta(\hat B, B^*)$", yscale="log",
                  title="Subspace error vs samples per task")
     mse_ax.set(xlabel="samples per task m", ylabel="few-shot MSE on new tasks", yscale="log",
@@ -141,6 +157,9 @@ def noise_floor_figure(frame: pd.DataFrame) -> Figure | None:
             anchor = np.exp(np.mean(np.log(y)) - expected * np.mean(np.log(x)))
             ax.loglog(x, anchor * x**expected, "--", color="black", label=f"rate: slope {expected:g}")
         ax.set(xlabel=names[factor], title=names[factor])
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xticks(x)
         ax.legend(fontsize=7)
         ax.grid(True, which="both", alpha=0.3)
     axes[0].set_ylabel(r"$\|\hat\Theta - \Theta^*\|_F$")
@@ -174,7 +193,8 @@ def air_quality_figure(frame: pd.DataFrame) -> Figure | None:
 
 def time_to_target_figure(frame: pd.DataFrame) -> Figure | None:
     """Seconds each method needs to reach the target subspace error (methods that never do are omitted)."""
-    rows = _part(frame, "time_to_target").dropna(subset=["seconds_to_target"])
+    rows = _part(frame, "time_to_target")
+    rows = rows.dropna(subset=["seconds_to_target"]) if not rows.empty else rows
     if rows.empty:
         return None
     target = float(rows["target_error"].iloc[0])

@@ -137,14 +137,19 @@ class Config:
         """The named preset (e.g. ``quick`` or ``paper``) with ``overrides`` applied."""
         if name not in cls.presets:
             raise ConfigError("preset", name, "one of " + ", ".join(map(repr, cls.presets)))
+        cls._check_names(overrides)
         return cls(**{**cls.presets[name], **overrides})
 
     def replace(self, **changes: Any) -> Self:
-        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
-        if unknown:
-            name = sorted(unknown)[0]
-            raise ConfigError(name, changes[name], "a field of " + type(self).__name__ + ": " + ", ".join(self.field_names()))
+        self._check_names(changes)
         return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def _check_names(cls, values: Mapping[str, Any]) -> None:
+        unknown = sorted(set(values) - set(cls.field_names()))
+        if unknown:
+            name = unknown[0]
+            raise ConfigError(name, values[name], f"a field of {cls.__name__}: " + ", ".join(cls.field_names()))
 
     @classmethod
     def field_names(cls) -> list[str]:
