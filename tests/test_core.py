@@ -99,10 +99,10 @@ def test_saved_tensor_meter_counts_each_storage_once():
     x = torch.randn(1000, requires_grad=True)  # 4000 bytes
     with SavedTensorMeter() as meter:
         (x * x).sum()  # mul saves x twice: one storage
-    assert meter.bytes == 4000
+    assert meter.peak_bytes == 4000
     with SavedTensorMeter() as meter:
         x.exp().sin().sum()  # exp saves its output, sin saves the same tensor as input
-    assert meter.bytes == 4000
+    assert meter.peak_bytes == 4000
 
 
 def test_saved_tensor_meter_grows_linearly_with_unrolled_steps():
@@ -113,7 +113,7 @@ def test_saved_tensor_meter_grows_linearly_with_unrolled_steps():
             h = x
             for _ in range(steps):
                 h = torch.tanh(h)  # tanh saves its output: 1 KiB per step
-        measured.append(meter.bytes)
+        measured.append(meter.peak_bytes)
     assert measured == [1024, 5 * 1024, 10 * 1024]
 
 
@@ -147,3 +147,16 @@ def test_generator_streams_are_independent_and_reproducible():
     assert torch.equal(same[0], same[1])
     other = torch.randn(5, generator=generator(3, "init"))
     assert not torch.allclose(same[0], other)
+
+
+def test_saved_tensor_meter_peak_forgets_graphs_freed_inside_the_block():
+    x = torch.randn(256, requires_grad=True)
+    with SavedTensorMeter() as meter:
+        for _ in range(10):
+            torch.tanh(x * 2.0).sum().backward()  # each step's graph (1 KiB saved) is freed by backward
+        kept = torch.tanh(x)  # this graph stays alive past the block
+    assert meter.peak_bytes == 1024
+    assert meter.total_bytes >= 2 * 1024  # distinct storages over time (addresses may be reused)
+    assert meter.live_bytes == 1024 and kept.requires_grad
+    del kept
+    assert meter.live_bytes == 0

@@ -3,7 +3,8 @@
 Three views, from exact to coarse:
 
 * :class:`SavedTensorMeter` counts the bytes autograd keeps alive for backward (the "graph
-  memory"), via saved-tensor hooks, each storage counted once.  Exact and device independent.
+  memory"), via saved-tensor hooks, each storage counted once: the peak held at once and the total
+  ever saved.  Exact and device independent.
 * :func:`peak_rss_in_subprocess` runs a function in a fresh interpreter and reports its peak
   resident set size, so earlier allocations of the calling process do not pollute the number.
 * :func:`cuda_peak_bytes` wraps ``torch.cuda.max_memory_allocated`` around a call on GPU.
@@ -14,28 +15,63 @@ from __future__ import annotations
 import multiprocessing as mp
 import resource
 import sys
+import weakref
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
 
-class SavedTensorMeter:
-    """Count distinct bytes saved for backward inside the ``with`` block.
+class _Saved:
+    """What autograd keeps for one saved tensor while metered: the tensor, and a release callback."""
 
-    ``with SavedTensorMeter() as meter: loss = f(params)`` then ``meter.bytes``.  Tensors that share a
-    storage (views, the same tensor saved by several ops) are counted once, at the storage's size.
+    __slots__ = ("tensor", "__weakref__")
+
+    def __init__(self, tensor: torch.Tensor):
+        self.tensor = tensor
+
+
+class SavedTensorMeter:
+    """Measure the bytes autograd keeps alive for backward inside the ``with`` block.
+
+    ``with SavedTensorMeter() as meter: loss = f(params)`` then ``meter.peak_bytes``: the largest total
+    held at any moment (graphs freed inside the block, e.g. one per inner step, stop counting when they
+    are freed), and ``meter.total_bytes``: every distinct storage saved at some point.  Tensors sharing
+    a storage (views, one tensor saved by several ops) count once, at the storage's size.
     """
 
     def __init__(self) -> None:
-        self._storages: dict[tuple[str, int], int] = {}
-        self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)
+        self._live: dict[tuple[str, int], list[int]] = {}  # storage -> [bytes, holders alive]
+        self._seen: dict[tuple[str, int], int] = {}
+        self._current = 0
+        self.peak_bytes = 0
+        self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, self._unpack)
 
-    def _pack(self, tensor: torch.Tensor) -> torch.Tensor:
+    def _pack(self, tensor: torch.Tensor) -> _Saved:
         storage = tensor.untyped_storage()
         key = (str(tensor.device), storage.data_ptr())
-        self._storages[key] = max(self._storages.get(key, 0), storage.nbytes())
-        return tensor
+        size = storage.nbytes()
+        self._seen[key] = max(self._seen.get(key, 0), size)
+        entry = self._live.setdefault(key, [0, 0])
+        if size > entry[0]:
+            self._current += size - entry[0]
+            entry[0] = size
+        entry[1] += 1
+        self.peak_bytes = max(self.peak_bytes, self._current)
+        holder = _Saved(tensor.detach())  # detached: a saved output must not point back to its grad_fn (a cycle)
+        weakref.finalize(holder, self._release, key)
+        return holder
+
+    @staticmethod
+    def _unpack(holder: _Saved) -> torch.Tensor:
+        return holder.tensor
+
+    def _release(self, key: tuple[str, int]) -> None:
+        entry = self._live[key]
+        entry[1] -= 1
+        if entry[1] == 0:
+            self._current -= entry[0]
+            del self._live[key]
 
     def __enter__(self) -> "SavedTensorMeter":
         self._hooks.__enter__()
@@ -45,12 +81,17 @@ class SavedTensorMeter:
         self._hooks.__exit__(*exc)
 
     @property
-    def bytes(self) -> int:
-        return sum(self._storages.values())
+    def total_bytes(self) -> int:
+        return sum(self._seen.values())
 
     @property
-    def megabytes(self) -> float:
-        return self.bytes / 2**20
+    def live_bytes(self) -> int:
+        """Bytes still held now (graphs created in the block and not yet freed)."""
+        return self._current
+
+    @property
+    def peak_megabytes(self) -> float:
+        return self.peak_bytes / 2**20
 
 
 def _peak_rss_bytes() -> int:
