@@ -1,0 +1,205 @@
+"""What every hypergradient method shares: validated options, task tensors, the result type."""
+
+from __future__ import annotations
+
+import math
+import numbers
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from metalab.implicit.cg import CGResult
+
+BATCH_MODES = ("vmap", "sequential")
+
+
+class HypergradientWarning(RuntimeWarning):
+    """A hypergradient came out non-finite (e.g. the inner loop diverged); it was replaced by zeros."""
+
+
+def check_int(name: str, value: Any, low: int) -> int:
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < low:
+        raise ValueError(f"{name}={value!r} is not allowed: an integer >= {low}")
+    return int(value)
+
+
+def check_real(name: str, value: Any, low: float = 0.0, strict: bool = True) -> float:
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or (value <= low if strict else value < low):
+        raise ValueError(f"{name}={value!r} is not allowed: a finite number {'>' if strict else '>='} {low}")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class Options:
+    """Knobs shared by every method (each method reads the ones it uses).
+
+    inner_steps K >= 0, inner_lr > 0, l2 (ridge on the head inside g) >= 0, cg_steps N >= 0,
+    cg_tol >= 0 (relative residual), prox (iMAML's proximal strength) > 0, batch_mode in
+    ``BATCH_MODES``.
+    """
+
+    inner_steps: int = 20
+    inner_lr: float = 0.05
+    l2: float = 1e-2
+    cg_steps: int = 20
+    cg_tol: float = 1e-10
+    prox: float = 2.0
+    batch_mode: str = "vmap"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "inner_steps", check_int("inner_steps", self.inner_steps, 0))
+        object.__setattr__(self, "inner_lr", check_real("inner_lr", self.inner_lr))
+        object.__setattr__(self, "l2", check_real("l2", self.l2, strict=False))
+        object.__setattr__(self, "cg_steps", check_int("cg_steps", self.cg_steps, 0))
+        object.__setattr__(self, "cg_tol", check_real("cg_tol", self.cg_tol, strict=False))
+        object.__setattr__(self, "prox", check_real("prox", self.prox))
+        if self.batch_mode not in BATCH_MODES:
+            raise ValueError(f"batch_mode={self.batch_mode!r} is not allowed: one of " + ", ".join(map(repr, BATCH_MODES)))
+
+
+@dataclass(frozen=True)
+class Tasks:
+    """A meta-batch: inputs (B, n, ...), one-hot labels (B, n, C), integer labels (B, n)."""
+
+    support_x: torch.Tensor
+    support_y: torch.Tensor
+    query_x: torch.Tensor
+    query_y: torch.Tensor
+    support_onehot: torch.Tensor
+    query_onehot: torch.Tensor
+
+    @property
+    def n_tasks(self) -> int:
+        return self.support_x.shape[0]
+
+    def task(self, t: int) -> tuple[torch.Tensor, ...]:
+        """(support_x, support_onehot, query_x, query_onehot) of task ``t``."""
+        return self.support_x[t], self.support_onehot[t], self.query_x[t], self.query_onehot[t]
+
+
+def check_params(params: Any, head: Any) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Detached copies-by-reference of the backbone dict and the head dict, validated."""
+    if not isinstance(params, dict) or not params or not all(isinstance(v, torch.Tensor) for v in params.values()):
+        raise ValueError("params must be a non-empty dict {name: tensor} of backbone parameters")
+    if not isinstance(head, dict) or set(head) != {"weight", "bias"}:
+        got = sorted(head) if isinstance(head, dict) else type(head).__name__
+        raise ValueError(f"head={got!r} is not allowed: a dict with exactly 'weight' (C, d) and 'bias' (C,)")
+    weight, bias = head["weight"], head["bias"]
+    if weight.ndim != 2 or bias.ndim != 1 or bias.shape[0] != weight.shape[0]:
+        raise ValueError(f"head has weight {tuple(weight.shape)} and bias {tuple(bias.shape)}; expected (C, d) and (C,)")
+    for name, tensor in [*params.items(), ("head.weight", weight), ("head.bias", bias)]:
+        if not tensor.is_floating_point():
+            raise ValueError(f"{name} has dtype {tensor.dtype}; expected a floating-point tensor")
+        if not bool(torch.isfinite(tensor).all()):
+            raise ValueError(f"{name} contains non-finite values (NaN or inf)")
+    return {k: v.detach() for k, v in params.items()}, {k: v.detach() for k, v in head.items()}
+
+
+def check_tasks(
+    support_x: Any, support_y: Any, query_x: Any, query_y: Any, n_way: int, dtype: torch.dtype, device: torch.device
+) -> Tasks:
+    """Validate a meta-batch (support_x (B, n_s, ...), support_y (B, n_s), query likewise)."""
+    xs = {"support_x": support_x, "query_x": query_x}
+    ys = {"support_y": support_y, "query_y": query_y}
+    out: dict[str, torch.Tensor] = {}
+    for name, x in xs.items():
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.ndim < 3:
+            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"{name} of shape/type {shape} is not allowed: a floating tensor (tasks, samples, *input_shape)")
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError(f"{name} contains non-finite values (NaN or inf)")
+        out[name] = x.detach().to(device=device, dtype=dtype)
+    for name, y in ys.items():
+        x = out[name.replace("_y", "_x")]
+        if not isinstance(y, torch.Tensor) or y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+            raise ValueError(f"{name} is not allowed: an integer tensor of class labels (tasks, samples)")
+        if tuple(y.shape) != tuple(x.shape[:2]):
+            raise ValueError(f"{name} has shape {tuple(y.shape)}; expected {tuple(x.shape[:2])} to match {name[:-2]}_x")
+        if y.numel() and (int(y.min()) < 0 or int(y.max()) >= n_way):
+            raise ValueError(f"{name} has labels outside 0..{n_way - 1} (the head has {n_way} classes)")
+        out[name] = y.detach().to(device=device, dtype=torch.long)
+    if out["support_x"].shape[0] != out["query_x"].shape[0] or out["support_x"].shape[0] < 1:
+        raise ValueError(
+            f"support_x has {out['support_x'].shape[0]} tasks and query_x {out['query_x'].shape[0]}; expected the same number >= 1"
+        )
+    if out["support_x"].shape[2:] != out["query_x"].shape[2:]:
+        raise ValueError(f"support_x inputs {tuple(out['support_x'].shape[2:])} and query_x inputs {tuple(out['query_x'].shape[2:])} differ")
+    if min(out["support_x"].shape[1], out["query_x"].shape[1]) < 1:
+        raise ValueError("support_x and query_x need at least one sample per task")
+    one_hot = lambda y: torch.nn.functional.one_hot(y, n_way).to(dtype)  # noqa: E731
+    return Tasks(out["support_x"], out["support_y"], out["query_x"], out["query_y"], one_hot(out["support_y"]), one_hot(out["query_y"]))
+
+
+def check_backbone(backbone: Any) -> nn.Module:
+    if not isinstance(backbone, nn.Module):
+        raise ValueError(f"backbone of type {type(backbone).__name__} is not allowed: a torch.nn.Module mapping (n, ...) to (n, d)")
+    if any(True for _ in backbone.buffers()):
+        raise ValueError("backbone has buffers (e.g. BatchNorm running statistics); use track_running_stats=False (see metalab.nets)")
+    return backbone
+
+
+def check_feature_dim(Z: torch.Tensor, head: dict[str, torch.Tensor]) -> None:
+    if Z.shape[-1] != head["weight"].shape[-1]:
+        raise ValueError(f"the backbone gives {Z.shape[-1]} features but head['weight'] expects {head['weight'].shape[-1]}")
+
+
+@dataclass
+class HypergradResult:
+    """What one call of a hypergradient method returns.
+
+    ``hypergrad``: the meta-gradient for the backbone parameters, averaged over the tasks.
+    ``head_hypergrad``: the meta-gradient for the head initialisation where the method meta-learns it
+    (MAML, FOMAML, ANIL, iMAML), else None.  ``query_loss``/``query_accuracy``: means over tasks at
+    the adapted parameters.  ``cg``: the CG solve(s) for implicit methods (batched over tasks).
+    ``adapted_head``: per-task adapted heads (B, ...) for head-only methods.  ``status``: "ok",
+    "cg_fallback" (some CG solve failed; see ``cg``) or "non_finite" (replaced by zeros, warned).
+    """
+
+    method: str
+    hypergrad: dict[str, torch.Tensor]
+    head_hypergrad: dict[str, torch.Tensor] | None
+    query_loss: float
+    query_accuracy: float
+    cg: CGResult | None = None
+    adapted_head: dict[str, torch.Tensor] | None = None
+    status: str = "ok"
+
+
+def finish(
+    method: str,
+    hypergrad: dict[str, torch.Tensor],
+    head_hypergrad: dict[str, torch.Tensor] | None,
+    query_loss: torch.Tensor | float,
+    query_accuracy: torch.Tensor | float,
+    cg: CGResult | None = None,
+    adapted_head: dict[str, torch.Tensor] | None = None,
+) -> HypergradResult:
+    """Build the result; a non-finite hypergradient is zeroed and reported, never returned as NaN."""
+    status = "cg_fallback" if cg is not None and cg.failed else "ok"
+    grads = {**hypergrad, **{"head." + k: v for k, v in (head_hypergrad or {}).items()}}
+    if not all(bool(torch.isfinite(g).all()) for g in grads.values()):
+        warnings.warn(
+            HypergradientWarning(
+                f"method {method!r} produced a non-finite hypergradient (the inner loop probably diverged: "
+                "lower inner_lr); it was replaced by zeros"
+            ),
+            stacklevel=3,
+        )
+        hypergrad = {k: torch.zeros_like(v) for k, v in hypergrad.items()}
+        if head_hypergrad is not None:
+            head_hypergrad = {k: torch.zeros_like(v) for k, v in head_hypergrad.items()}
+        status = "non_finite"
+    return HypergradResult(
+        method=method,
+        hypergrad={k: v.detach() for k, v in hypergrad.items()},
+        head_hypergrad=None if head_hypergrad is None else {k: v.detach() for k, v in head_hypergrad.items()},
+        query_loss=float(query_loss),
+        query_accuracy=float(query_accuracy),
+        cg=cg,
+        adapted_head=None if adapted_head is None else {k: v.detach() for k, v in adapted_head.items()},
+        status=status,
+    )
