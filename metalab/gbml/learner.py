@@ -1,0 +1,77 @@
+"""A small meta-training loop: a meta-gradient per meta-batch, applied by Adam, with per-iteration stats."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Mapping
+from functools import partial
+from typing import Any
+
+import torch
+from torch import nn
+
+from metalab.gbml.core import MetaGradient, Pair, check_model, check_param_dict, meta_gradient
+from metalab.nets import param_dict
+from metalab.subspace.tasks import check_int, check_number
+
+
+class MetaLearner:
+    """Meta-train ``model``'s parameters (kept here as a dict, the module itself is not modified).
+
+    ``method``: a name from :data:`metalab.gbml.METHODS` (options go to :func:`~metalab.gbml.meta_gradient`)
+    or a callable ``method(model, params, support, query, **options) -> MetaGradient`` such as
+    :func:`metalab.sparse.mlsr_gradient`.  ``params``: the starting point (default: the module's own).
+    Adam with learning rate ``meta_lr`` applies each meta-gradient.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        method: str | Callable[..., MetaGradient] = "maml",
+        *,
+        meta_lr: float = 1e-3,
+        params: Mapping[str, torch.Tensor] | None = None,
+        **options: Any,
+    ):
+        self.model = check_model(model)
+        self.meta_lr = check_number("meta_lr", meta_lr)
+        start = check_param_dict(model, param_dict(model) if params is None else params)
+        self.params = {k: v.clone().requires_grad_(True) for k, v in start.items()}
+        self.optimizer = torch.optim.Adam(list(self.params.values()), lr=self.meta_lr)
+        self.method = method if isinstance(method, str) else getattr(method, "__name__", "custom")
+        if isinstance(method, str):
+            self._gradient = partial(meta_gradient, method, **options)
+        elif callable(method):
+            self._gradient = partial(method, **options)
+        else:
+            raise ValueError(f"method={method!r} is not allowed: a method name or a callable returning a MetaGradient")
+        self.iteration = 0
+
+    def current_params(self) -> dict[str, torch.Tensor]:
+        """A detached copy of the meta-parameters."""
+        return {k: v.detach().clone() for k, v in self.params.items()}
+
+    def step(self, support: Pair, query: Pair) -> dict[str, Any]:
+        """One meta-update; returns its stats (iteration, query loss, meta-gradient norm, seconds, status)."""
+        start = time.perf_counter()
+        result = self._gradient(self.model, self.params, support, query)
+        for k, p in self.params.items():
+            p.grad = result.grads[k].to(p.dtype)
+        self.optimizer.step()
+        self.iteration += 1
+        norm = torch.sqrt(sum(g.double().square().sum() for g in result.grads.values()))
+        return {
+            "iteration": self.iteration,
+            "method": self.method,
+            "query_loss": result.query_loss,
+            "grad_norm": float(norm),
+            "seconds": time.perf_counter() - start,
+            "status": result.status,
+        }
+
+    def fit(self, sample: Callable[[int], tuple[Pair, Pair]], iterations: int) -> Iterator[dict[str, Any]]:
+        """Run ``iterations`` meta-updates on ``sample(i) -> (support, query)``, yielding each step's stats."""
+        iterations = check_int("iterations", iterations, 1)
+        for i in range(iterations):
+            support, query = sample(i)
+            yield self.step(support, query)
