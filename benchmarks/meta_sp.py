@@ -14,7 +14,13 @@ import statistics
 
 import torch
 
-from metalab.experiments.meta_sp import ALL_METHODS, MetaSPConfig, fit_method, make_instance, time_to_target
+from metalab.experiments.meta_sp import (
+    ALL_METHODS,
+    MetaSPConfig,
+    fit_method,
+    make_instance,
+    time_to_target,
+)
 
 
 def main() -> None:
@@ -28,8 +34,15 @@ def main() -> None:
     parser.add_argument("--max-iter", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
-    config = MetaSPConfig(d=args.d, rank=args.rank, n_tasks=args.n_tasks, n_samples=args.n_samples,
-                          noise=args.noise, max_iter=args.max_iter, target_error=args.target)
+    config = MetaSPConfig(
+        d=args.d,
+        rank=args.rank,
+        n_tasks=args.n_tasks,
+        n_samples=args.n_samples,
+        noise=args.noise,
+        max_iter=args.max_iter,
+        target_error=args.target,
+    )
     times: dict[str, list[float]] = {m: [] for m in ALL_METHODS}
     finals: dict[str, list[float]] = {m: [] for m in ALL_METHODS}
     for repeat in range(args.repeats):
@@ -41,8 +54,10 @@ def main() -> None:
             finals[method].append(outcome["final_sin_theta"])
 
     reference = statistics.median(times["meta_sp"])
-    print(f"time to sin-theta <= {args.target} on d={args.d}, s={args.rank}, T={args.n_tasks}, m={args.n_samples}, "
-          f"sigma={args.noise}; {args.repeats} instances, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(
+        f"time to sin-theta <= {args.target} on d={args.d}, s={args.rank}, T={args.n_tasks}, m={args.n_samples}, "
+        f"sigma={args.noise}; {args.repeats} instances, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
     print(f"{'method':16s} {'reached':>8s} {'median s':>10s} {'ratio to meta_sp':>17s} {'final sin-theta':>16s}")
     for method in ALL_METHODS:
         reached = f"{len(times[method])}/{args.repeats}"

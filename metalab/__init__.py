@@ -3,6 +3,8 @@
 from metalab.core import ConfigError, Record, collect
 from metalab.subspace import (
     METHODS as SUBSPACE_METHODS,
+)
+from metalab.subspace import (
     SubspaceResult,
     altmin_gd,
     anil_linear,

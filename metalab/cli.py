@@ -1,10 +1,10 @@
 """The ``metalab`` command: start the dashboard or JupyterLab, run an experiment to files.
 
-    metalab app [--port 8501] [--address 127.0.0.1]
-    metalab lab [--port 8888]
-    metalab list
-    metalab show EXPERIMENT [--preset quick]
-    metalab run EXPERIMENT [--preset quick|paper] [--set key=value ...] [--out DIR]
+metalab app [--port 8501] [--address 127.0.0.1]
+metalab lab [--port 8888]
+metalab list
+metalab show EXPERIMENT [--preset quick]
+metalab run EXPERIMENT [--preset quick|paper] [--set key=value ...] [--out DIR]
 """
 
 from __future__ import annotations
@@ -36,17 +36,36 @@ def _source_path(relative: str) -> Path:
 
 def _app(args: argparse.Namespace) -> int:
     home = _source_path("app/Home.py")
-    command = [sys.executable, "-m", "streamlit", "run", str(home),
-               "--server.address", args.address, "--server.port", str(args.port),
-               "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+    command = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(home),
+        "--server.address",
+        args.address,
+        "--server.port",
+        str(args.port),
+        "--server.headless",
+        "true",
+        "--browser.gatherUsageStats",
+        "false",
+    ]
     print(f"metalab dashboard: http://{args.address}:{args.port}", flush=True)
     return subprocess.call(command, cwd=REPO_ROOT)
 
 
 def _lab(args: argparse.Namespace) -> int:
     notebooks = _source_path("notebooks")
-    command = [sys.executable, "-m", "jupyter", "lab", f"--notebook-dir={notebooks}",
-               "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={args.port}"]
+    command = [
+        sys.executable,
+        "-m",
+        "jupyter",
+        "lab",
+        f"--notebook-dir={notebooks}",
+        "--ServerApp.ip=127.0.0.1",
+        f"--ServerApp.port={args.port}",
+    ]
     return subprocess.call(command, cwd=REPO_ROOT)
 
 
@@ -82,8 +101,9 @@ def _run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     records = []
-    with tqdm(total=100, unit="%", desc=args.experiment, bar_format="{l_bar}{bar}| {elapsed}<{remaining}",
-              disable=args.quiet) as bar:
+    with tqdm(
+        total=100, unit="%", desc=args.experiment, bar_format="{l_bar}{bar}| {elapsed}<{remaining}", disable=args.quiet
+    ) as bar:
         for record in module.run(config):
             records.append(record)
             if record.progress is not None:
@@ -124,8 +144,13 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run an experiment and write records (CSV, JSON) and figures (PNG)")
     run.add_argument("experiment", choices=sorted(EXPERIMENTS))
     run.add_argument("--preset", default="quick", help="quick (seconds) or paper (published scale)")
-    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                     help="override a setting; tuples are comma separated, e.g. --set samples_grid=5,10,20")
+    run.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a setting; tuples are comma separated, e.g. --set samples_grid=5,10,20",
+    )
     run.add_argument("--out", default=os.path.join("runs", "latest"), help="output folder (default: runs/latest)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.set_defaults(handler=_run)

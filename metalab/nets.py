@@ -77,13 +77,22 @@ class Conv4(nn.Module):
 
     def __init__(self, in_channels: int = 1, hidden: int = 64, image_size: int = 28, out_features: int | None = None):
         super().__init__()
-        for name, value, low in (("in_channels", in_channels, 1), ("hidden", hidden, 1), ("image_size", image_size, 16)):
+        for name, value, low in (
+            ("in_channels", in_channels, 1),
+            ("hidden", hidden, 1),
+            ("image_size", image_size, 16),
+        ):
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ValueError(f"{name}={value!r} is not allowed: an integer >= {low}")
-        if out_features is not None and (not isinstance(out_features, int) or isinstance(out_features, bool) or out_features < 1):
+        if out_features is not None and (
+            not isinstance(out_features, int) or isinstance(out_features, bool) or out_features < 1
+        ):
             raise ValueError(f"out_features={out_features!r} is not allowed: None or a positive integer")
         self.blocks = nn.Sequential(
-            conv_block(in_channels, hidden), conv_block(hidden, hidden), conv_block(hidden, hidden), conv_block(hidden, hidden)
+            conv_block(in_channels, hidden),
+            conv_block(hidden, hidden),
+            conv_block(hidden, hidden),
+            conv_block(hidden, hidden),
         )
         side = image_size
         for _ in range(4):

@@ -77,8 +77,13 @@ def convergence_figure(frame: pd.DataFrame) -> Figure | None:
     for method, group in rows.groupby("method", sort=False):
         group = group.sort_values("step")
         single = len(group) == 1
-        ax.plot(group["step"], group["sin_theta"].clip(lower=floor), marker="o" if single else None,
-                linestyle="none" if single else "-", **_style(method))
+        ax.plot(
+            group["step"],
+            group["sin_theta"].clip(lower=floor),
+            marker="o" if single else None,
+            linestyle="none" if single else "-",
+            **_style(method),
+        )
     ax.set_yscale("log")
     ax.set_ylim(bottom=floor / 1.5)
     ax.set_xlabel("iteration")
@@ -108,10 +113,18 @@ def samples_figure(frame: pd.DataFrame) -> Figure | None:
         _mean_band(error_ax, group, "n_samples", "sin_theta", method, error_floor)
         _mean_band(mse_ax, group, "n_samples", "few_shot_mse", method, 0.0)
     error_ax.set_ylim(bottom=error_floor / 1.5)
-    error_ax.set(xlabel="samples per task m", ylabel=r"$\sin\theta(\hat B, B^*)$", yscale="log",
-                 title="Subspace error vs samples per task")
-    mse_ax.set(xlabel="samples per task m", ylabel="few-shot MSE on new tasks", yscale="log",
-               title="Few-shot prediction after fitting the head")
+    error_ax.set(
+        xlabel="samples per task m",
+        ylabel=r"$\sin\theta(\hat B, B^*)$",
+        yscale="log",
+        title="Subspace error vs samples per task",
+    )
+    mse_ax.set(
+        xlabel="samples per task m",
+        ylabel="few-shot MSE on new tasks",
+        yscale="log",
+        title="Few-shot prediction after fitting the head",
+    )
     error_ax.legend(fontsize=8, ncol=2)
     for ax in (error_ax, mse_ax):
         ax.grid(True, which="both", alpha=0.3)
@@ -153,7 +166,9 @@ def noise_floor_figure(frame: pd.DataFrame) -> Figure | None:
         expected = float(rows[rows["factor"] == factor]["expected_slope"].iloc[0])
         if len(x) >= 2:
             slope, intercept = np.polyfit(np.log(x), np.log(y), 1)
-            ax.loglog(x, np.exp(intercept) * x**slope, "-", color=METHOD_COLOURS["meta_sp"], label=f"fit: slope {slope:.2f}")
+            ax.loglog(
+                x, np.exp(intercept) * x**slope, "-", color=METHOD_COLOURS["meta_sp"], label=f"fit: slope {slope:.2f}"
+            )
             anchor = np.exp(np.mean(np.log(y)) - expected * np.mean(np.log(x)))
             ax.loglog(x, anchor * x**expected, "--", color="black", label=f"rate: slope {expected:g}")
         ax.set(xlabel=names[factor], title=names[factor])
@@ -171,8 +186,11 @@ def _bar_by_method(rows: pd.DataFrame, column: str, ylabel: str, title: str, log
     stats = rows.groupby("method", sort=False)[column].mean()
     fig = Figure(figsize=(8, 3.6), layout="constrained")
     ax = fig.add_subplot()
-    ax.bar([METHOD_LABELS.get(m, m) for m in stats.index], stats.to_numpy(),
-           color=[METHOD_COLOURS.get(m, "#999999") for m in stats.index])
+    ax.bar(
+        [METHOD_LABELS.get(m, m) for m in stats.index],
+        stats.to_numpy(),
+        color=[METHOD_COLOURS.get(m, "#999999") for m in stats.index],
+    )
     ax.set(ylabel=ylabel, title=title)
     if log:
         ax.set_yscale("log")
@@ -186,9 +204,13 @@ def air_quality_figure(frame: pd.DataFrame) -> Figure | None:
     if rows.empty:
         return None
     first = rows.iloc[0]
-    return _bar_by_method(rows, "few_shot_mse", "MSE on query hours (standardised PM2.5)",
-                          f"Beijing air quality: {int(first['n_test_tasks'])} held-out station-days, "
-                          f"{int(first['support'])} support hours")
+    return _bar_by_method(
+        rows,
+        "few_shot_mse",
+        "MSE on query hours (standardised PM2.5)",
+        f"Beijing air quality: {int(first['n_test_tasks'])} held-out station-days, "
+        f"{int(first['support'])} support hours",
+    )
 
 
 def time_to_target_figure(frame: pd.DataFrame) -> Figure | None:
@@ -198,8 +220,9 @@ def time_to_target_figure(frame: pd.DataFrame) -> Figure | None:
     if rows.empty:
         return None
     target = float(rows["target_error"].iloc[0])
-    return _bar_by_method(rows, "seconds_to_target", "seconds (log scale)",
-                          f"Time to reach sin-theta <= {target:g}", log=True)
+    return _bar_by_method(
+        rows, "seconds_to_target", "seconds (log scale)", f"Time to reach sin-theta <= {target:g}", log=True
+    )
 
 
 def meta_sp_figures(frame: pd.DataFrame) -> dict[str, Figure]:

@@ -11,8 +11,13 @@ import pytest
 import torch
 from PIL import Image
 
-from metalab.data.episodes import Episode, EpisodeBatch, EpisodeSampler, episode_samplers
-from metalab.data.glyphs import glyph_classes, digit_classes
+from metalab.data.episodes import (
+    Episode,
+    EpisodeBatch,
+    EpisodeSampler,
+    episode_samplers,
+)
+from metalab.data.glyphs import digit_classes, glyph_classes
 from metalab.data.image_folders import ImageClasses, load_image_folder
 
 

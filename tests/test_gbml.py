@@ -8,7 +8,14 @@ from torch.func import functional_call
 
 from metalab.core import generator
 from metalab.data.sinusoid import SinusoidTasks
-from metalab.gbml import MetaLearner, adaptation_losses, adapt, fine_tune, head_names, meta_gradient
+from metalab.gbml import (
+    MetaLearner,
+    adapt,
+    adaptation_losses,
+    fine_tune,
+    head_names,
+    meta_gradient,
+)
 from metalab.implicit.common import HypergradientWarning
 from metalab.nets import MLP, param_dict
 

@@ -11,7 +11,12 @@ import torch
 from PIL import Image
 
 from metalab.data.episodes import EpisodeSampler
-from metalab.data.image_formats import load_cifar_fs, load_fc100, load_mini_imagenet, load_tiered_imagenet
+from metalab.data.image_formats import (
+    load_cifar_fs,
+    load_fc100,
+    load_mini_imagenet,
+    load_tiered_imagenet,
+)
 
 
 def rgb_images(labels: np.ndarray, size: int) -> np.ndarray:

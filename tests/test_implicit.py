@@ -94,7 +94,9 @@ def test_cg_warm_start_and_zero_rhs():
     assert warm.n_iter <= 1 and warm.status == "converged"
 
     calls = []
-    zero = conjugate_gradient(lambda u: calls.append(1) or A @ u, {"a": torch.zeros(3)}, max_iter=10, x0={"a": torch.ones(3)})
+    zero = conjugate_gradient(
+        lambda u: calls.append(1) or A @ u, {"a": torch.zeros(3)}, max_iter=10, x0={"a": torch.ones(3)}
+    )
     assert zero.status == "zero_rhs" and zero.converged and not calls
     assert torch.equal(zero.solution["a"], torch.zeros(3))
 
@@ -154,7 +156,9 @@ def test_fused_approaches_dense_ift_as_k_and_n_grow():
     dense = flat(dense_implicit_hypergradient(net, params, head, sx, sy, qx, qy, l2=0.1).hypergrad)
     errors = []
     for K, N in [(2, 1), (20, 4), (100, 10), (600, 30)]:
-        fused = implicit_hypergradient(net, params, head, sx, sy, qx, qy, inner_steps=K, cg_steps=N, l2=0.1, inner_lr=0.5)
+        fused = implicit_hypergradient(
+            net, params, head, sx, sy, qx, qy, inner_steps=K, cg_steps=N, l2=0.1, inner_lr=0.5
+        )
         errors.append(float((flat(fused.hypergrad) - dense).norm() / dense.norm()))
     assert all(a > b for a, b in zip(errors, errors[1:])), errors
     assert errors[-1] < 1e-8 and errors[0] > 1e-2
@@ -179,7 +183,9 @@ def test_singular_head_hessian_without_l2_is_reported_not_nan():
     # 16 features x 5 classes = 85 head parameters, 3 support samples: the head Hessian is singular
     net, params, head, sx, sy, qx, qy = tiny_problem(seed=0, n_way=5, n_support=3, n_query=10, width=16)
     with pytest.warns(CGWarning):
-        result = implicit_hypergradient(net, params, head, sx, sy, qx, qy, inner_steps=10, cg_steps=50, l2=0.0, inner_lr=0.5)
+        result = implicit_hypergradient(
+            net, params, head, sx, sy, qx, qy, inner_steps=10, cg_steps=50, l2=0.0, inner_lr=0.5
+        )
     assert result.status == "cg_fallback"
     assert set(result.cg.statuses) <= {"diverged", "nonpositive_curvature"}
     assert all(torch.isfinite(v).all() for v in result.hypergrad.values())
@@ -206,8 +212,10 @@ def test_maml_matches_finite_difference_of_unrolled_query_loss():
     K, lr, l2 = 3, 0.3, 0.05
 
     def unrolled_query_loss(p, h):
-        w = {**{"b." + k: v.detach().clone().requires_grad_(True) for k, v in p.items()},
-             **{"h." + k: v.detach().clone().requires_grad_(True) for k, v in h.items()}}
+        w = {
+            **{"b." + k: v.detach().clone().requires_grad_(True) for k, v in p.items()},
+            **{"h." + k: v.detach().clone().requires_grad_(True) for k, v in h.items()},
+        }
         for _ in range(K):
             z = features(net, {k[2:]: v for k, v in w.items() if k.startswith("b.")}, sx[0])
             loss = F.cross_entropy(F.linear(z, w["h.weight"], w["h.bias"]), sy[0])
@@ -223,8 +231,12 @@ def test_maml_matches_finite_difference_of_unrolled_query_loss():
         dp = {k: torch.randn(v.shape, dtype=D64, generator=g) for k, v in params.items()}
         dh = {k: torch.randn(v.shape, dtype=D64, generator=g) for k, v in head.items()}
         eps = 1e-5
-        plus = unrolled_query_loss({k: params[k] + eps * dp[k] for k in params}, {k: head[k] + eps * dh[k] for k in head})
-        minus = unrolled_query_loss({k: params[k] - eps * dp[k] for k in params}, {k: head[k] - eps * dh[k] for k in head})
+        plus = unrolled_query_loss(
+            {k: params[k] + eps * dp[k] for k in params}, {k: head[k] + eps * dh[k] for k in head}
+        )
+        minus = unrolled_query_loss(
+            {k: params[k] - eps * dp[k] for k in params}, {k: head[k] - eps * dh[k] for k in head}
+        )
         numeric = (plus - minus) / (2 * eps)
         analytic = float(flat(result.hypergrad) @ flat(dp) + flat(result.head_hypergrad) @ flat(dh))
         assert abs(numeric - analytic) <= 1e-7 * max(1.0, abs(analytic))
@@ -239,7 +251,18 @@ def test_vmapped_batch_equals_per_task_loop(method):
         warnings.simplefilter("ignore", CGWarning)
         batched = hypergradient(method, net, params, head, sx, sy, qx, qy, **opts)
         singles = [
-            hypergradient(method, net, params, head, sx[t : t + 1], sy[t : t + 1], qx[t : t + 1], qy[t : t + 1], batch_mode="sequential", **opts)
+            hypergradient(
+                method,
+                net,
+                params,
+                head,
+                sx[t : t + 1],
+                sy[t : t + 1],
+                qx[t : t + 1],
+                qy[t : t + 1],
+                batch_mode="sequential",
+                **opts,
+            )
             for t in range(3)
         ]
     mean = torch.stack([flat(r.hypergrad) for r in singles]).mean(0)
@@ -272,7 +295,9 @@ def test_vmapped_batch_equals_sequential_on_conv4():
 def test_first_order_and_head_only_methods_differ_from_second_order():
     net, params, head, sx, sy, qx, qy = tiny_problem(seed=7)
     opts = dict(inner_steps=3, l2=0.1, inner_lr=0.3)
-    results = {m: hypergradient(m, net, params, head, sx, sy, qx, qy, **opts) for m in ("maml", "fomaml", "anil", "itd_bio")}
+    results = {
+        m: hypergradient(m, net, params, head, sx, sy, qx, qy, **opts) for m in ("maml", "fomaml", "anil", "itd_bio")
+    }
     assert (flat(results["maml"].hypergrad) - flat(results["fomaml"].hypergrad)).norm() > 1e-6
     torch.testing.assert_close(flat(results["anil"].hypergrad), flat(results["itd_bio"].hypergrad))
     assert results["itd_bio"].head_hypergrad is None and results["anil"].head_hypergrad is not None
@@ -289,7 +314,9 @@ def test_graph_memory_flat_in_k_for_fused_and_growing_for_unrolled():
 
     def graph_bytes(method, K):
         with SavedTensorMeter() as meter:
-            hypergradient(method, net, params, head, sx, sy, qx, qy, inner_steps=K, cg_steps=10, l2=0.01, batch_mode="sequential")
+            hypergradient(
+                method, net, params, head, sx, sy, qx, qy, inner_steps=K, cg_steps=10, l2=0.01, batch_mode="sequential"
+            )
         return meter.peak_bytes
 
     fused = [graph_bytes("implicit", K) for K in (5, 40)]
@@ -306,8 +333,17 @@ def test_graph_memory_flat_in_k_for_fused_and_growing_for_unrolled():
 
 @pytest.mark.parametrize(
     ("option", "value"),
-    [("inner_steps", -1), ("cg_steps", -2), ("l2", -0.1), ("inner_lr", 0.0), ("inner_lr", -1.0), ("prox", 0.0),
-     ("cg_tol", -1.0), ("batch_mode", "threads"), ("inner_steps", 2.5)],
+    [
+        ("inner_steps", -1),
+        ("cg_steps", -2),
+        ("l2", -0.1),
+        ("inner_lr", 0.0),
+        ("inner_lr", -1.0),
+        ("prox", 0.0),
+        ("cg_tol", -1.0),
+        ("batch_mode", "threads"),
+        ("inner_steps", 2.5),
+    ],
 )
 @pytest.mark.parametrize("method", ["implicit", "maml", "imaml"])
 def test_bad_options_raise_value_error_naming_them(method, option, value):

@@ -29,7 +29,11 @@ def test_scales_of_heads_inputs_and_noise():
 
 def test_seeded_and_free_of_global_rng():
     state = torch.get_rng_state()
-    first, again, other = hps_tasks(6, 2, 5, 4, 0.1, seed=3), hps_tasks(6, 2, 5, 4, 0.1, seed=3), hps_tasks(6, 2, 5, 4, 0.1, seed=4)
+    first, again, other = (
+        hps_tasks(6, 2, 5, 4, 0.1, seed=3),
+        hps_tasks(6, 2, 5, 4, 0.1, seed=3),
+        hps_tasks(6, 2, 5, 4, 0.1, seed=4),
+    )
     assert torch.equal(torch.get_rng_state(), state)
     assert torch.equal(first.X, again.X) and torch.equal(first.y, again.y) and torch.equal(first.basis, again.basis)
     assert not torch.equal(first.X, other.X) and not torch.equal(first.basis, other.basis)

@@ -12,7 +12,12 @@ import pytest
 from metalab.cli import main
 from metalab.core import ConfigError, collect
 from metalab.experiments import get_experiment
-from metalab.experiments.meta_sp import ALL_METHODS, MetaSPConfig, noise_floor_slopes, run
+from metalab.experiments.meta_sp import (
+    ALL_METHODS,
+    MetaSPConfig,
+    noise_floor_slopes,
+    run,
+)
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -49,8 +54,15 @@ def test_rank_part_fits_s_minus_one_to_s_plus_one():
 
 
 def test_noise_floor_grows_linearly_in_sigma():
-    config = MetaSPConfig(parts=("noise_floor",), noise_grid=(0.05, 0.2, 0.8), dim_grid=(20,), tasks_grid=(100,),
-                          floor_samples_grid=(10,), repeats=1, max_iter=300)
+    config = MetaSPConfig(
+        parts=("noise_floor",),
+        noise_grid=(0.05, 0.2, 0.8),
+        dim_grid=(20,),
+        tasks_grid=(100,),
+        floor_samples_grid=(10,),
+        repeats=1,
+        max_iter=300,
+    )
     slopes = noise_floor_slopes(collect(run(config)))
     assert slopes["noise"] == pytest.approx(1.0, abs=0.25)
 
@@ -69,8 +81,21 @@ def test_config_rejects_impossible_combinations():
 
 def test_cli_writes_records_json_and_figures(tmp_path, capsys):
     out = tmp_path / "run"
-    code = main(["run", "meta_sp", "--quiet", "--out", str(out), "--set", "parts=convergence,samples",
-                 "--set", "samples_grid=6,12", "--set", "repeats=1"])
+    code = main(
+        [
+            "run",
+            "meta_sp",
+            "--quiet",
+            "--out",
+            str(out),
+            "--set",
+            "parts=convergence,samples",
+            "--set",
+            "samples_grid=6,12",
+            "--set",
+            "repeats=1",
+        ]
+    )
     assert code == 0
     frame = pd.read_csv(out / "records.csv")
     assert {"step", "method", "n_samples", "sin_theta"} <= set(frame.columns)

@@ -6,7 +6,16 @@ import pytest
 import torch
 from torch.func import functional_call, grad, vmap
 
-from metalab.nets import MLP, Conv4, LinearHead, features, init_head, merge_params, param_dict, split_params
+from metalab.nets import (
+    MLP,
+    Conv4,
+    LinearHead,
+    features,
+    init_head,
+    merge_params,
+    param_dict,
+    split_params,
+)
 
 
 @pytest.mark.parametrize(("image_size", "hidden", "dim"), [(28, 8, 8), (32, 4, 16), (84, 2, 50)])

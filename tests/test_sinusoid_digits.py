@@ -120,7 +120,11 @@ def test_sklearn_digits_default():
 
 def _write_idx(path, array, compress):
     code = {np.uint8: 0x08}[array.dtype.type]
-    raw = struct.pack(">BBBB", 0, 0, code, array.ndim) + struct.pack(">" + "I" * array.ndim, *array.shape) + array.tobytes()
+    raw = (
+        struct.pack(">BBBB", 0, 0, code, array.ndim)
+        + struct.pack(">" + "I" * array.ndim, *array.shape)
+        + array.tobytes()
+    )
     path.write_bytes(gzip.compress(raw) if compress else raw)
 
 

@@ -150,7 +150,9 @@ def test_mlsr_first_order_equals_gradient_with_detached_head():
     # the head initialisation gets the query gradient at ŵ averaged over tasks (FOMAML-style)
     residual = (Phi_q @ w_hat - query[1]).detach()
     dw = (2 * Phi_q.detach().transpose(1, 2) @ residual / residual[0].numel()).mean(0)
-    assert torch.allclose(result.grads[prefix + ".weight"], dw[:-1].T) and torch.allclose(result.grads[prefix + ".bias"], dw[-1])
+    assert torch.allclose(result.grads[prefix + ".weight"], dw[:-1].T) and torch.allclose(
+        result.grads[prefix + ".bias"], dw[-1]
+    )
     second = mlsr_gradient(model, params, support, query, lam=0.02, steps=15, second_order=True)
     assert second.query_loss == pytest.approx(result.query_loss)
     assert not torch.allclose(second.grads["0.weight"], result.grads["0.weight"], atol=1e-6)

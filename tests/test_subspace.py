@@ -219,7 +219,10 @@ def test_sin_theta_for_planes_at_known_angles():
 def test_sin_theta_spectral_and_frobenius_bounds():
     gen = torch.Generator().manual_seed(0)
     for _ in range(5):
-        A, B = torch.randn(8, 3, generator=gen, dtype=torch.float64), torch.randn(8, 3, generator=gen, dtype=torch.float64)
+        A, B = (
+            torch.randn(8, 3, generator=gen, dtype=torch.float64),
+            torch.randn(8, 3, generator=gen, dtype=torch.float64),
+        )
         spectral, fro = sin_theta(A, B), sin_theta(A, B, norm="fro")
         assert spectral <= fro + 1e-12 <= math.sqrt(3) * spectral + 2e-12
         assert sin_theta(A, B) == pytest.approx(sin_theta(B, A), abs=1e-12)  # equal widths: symmetric
@@ -279,7 +282,10 @@ def test_anil_second_order_gradient_matches_finite_differences():
             step[i, j] = eps
             numeric_B[i, j] = (loss_at(B + step, head) - loss_at(B - step, head)) / (2 * eps)
     numeric_head = torch.tensor(
-        [(loss_at(B, head + eps * e) - loss_at(B, head - eps * e)) / (2 * eps) for e in torch.eye(2, dtype=torch.float64)],
+        [
+            (loss_at(B, head + eps * e) - loss_at(B, head - eps * e)) / (2 * eps)
+            for e in torch.eye(2, dtype=torch.float64)
+        ],
         dtype=torch.float64,
     )
     torch.testing.assert_close(grad_B, numeric_B, rtol=1e-6, atol=1e-8)
@@ -299,7 +305,10 @@ def test_validation_messages_name_the_argument(noiseless):
     cases = [
         (lambda: meta_subspace_pursuit(X[0], y, 3), r"X has shape \(20, 20\); expected \(T, m, d\)"),
         (lambda: meta_subspace_pursuit(X, y[:, :5], 3), r"y has shape \(100, 5\); expected \(T, m\) = \(100, 20\)"),
-        (lambda: meta_subspace_pursuit(X, y, 20), r"rank=20 is not allowed: an integer in 1\.\.min\(T, d\)-1 = 1\.\.19"),
+        (
+            lambda: meta_subspace_pursuit(X, y, 20),
+            r"rank=20 is not allowed: an integer in 1\.\.min\(T, d\)-1 = 1\.\.19",
+        ),
         (lambda: meta_subspace_pursuit(X, y, 0), r"rank=0 is not allowed"),
         (lambda: meta_subspace_pursuit(X, y, 2.5), r"rank=2.5 is not allowed"),
         (lambda: meta_subspace_pursuit(X, y, 3, step_size=-1.0), r"step_size=-1.0 is not allowed"),

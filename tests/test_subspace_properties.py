@@ -45,7 +45,9 @@ def test_rank_outside_range_always_raises(shape, rank, method):
         return
     X, y = torch.randn(T, m, d, dtype=torch.float64), torch.randn(T, m, dtype=torch.float64)
     allowed = f"1..{min(T, d) - 1}" if min(T, d) >= 2 else "none"
-    with pytest.raises(ValueError, match=re.escape(f"rank={rank} is not allowed: an integer in 1..min(T, d)-1 = {allowed}")):
+    with pytest.raises(
+        ValueError, match=re.escape(f"rank={rank} is not allowed: an integer in 1..min(T, d)-1 = {allowed}")
+    ):
         fit(method, X, y, rank, **FAST_OPTIONS[method])
 
 

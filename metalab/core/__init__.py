@@ -2,7 +2,11 @@
 
 from metalab.core.config import Config, ConfigError, param, parse_assignments
 from metalab.core.device import resolve_device
-from metalab.core.memory import SavedTensorMeter, cuda_peak_bytes, peak_rss_in_subprocess
+from metalab.core.memory import (
+    SavedTensorMeter,
+    cuda_peak_bytes,
+    peak_rss_in_subprocess,
+)
 from metalab.core.records import Record, collect
 from metalab.core.seeding import generator, seed_everything
 from metalab.core.timing import Stopwatch

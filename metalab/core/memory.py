@@ -73,7 +73,7 @@ class SavedTensorMeter:
             self._current -= entry[0]
             del self._live[key]
 
-    def __enter__(self) -> "SavedTensorMeter":
+    def __enter__(self) -> SavedTensorMeter:
         self._hooks.__enter__()
         return self
 

@@ -18,7 +18,7 @@ class Stopwatch:
         if torch.cuda.is_available() and torch.cuda.is_initialized():
             torch.cuda.synchronize()
 
-    def __enter__(self) -> "Stopwatch":
+    def __enter__(self) -> Stopwatch:
         self._sync()
         self._start = time.perf_counter()
         return self

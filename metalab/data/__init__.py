@@ -1,11 +1,25 @@
 """Data sets and task generators: generated defaults that need no download, and loaders for real data."""
 
-from metalab.data.air_quality import AirQualityTasks, find_air_quality_dir, load_air_quality_tasks
+from metalab.data.air_quality import (
+    AirQualityTasks,
+    find_air_quality_dir,
+    load_air_quality_tasks,
+)
 from metalab.data.digit_pairs import DigitPairs, load_mnist, read_idx
-from metalab.data.episodes import Episode, EpisodeBatch, EpisodeSampler, episode_samplers
+from metalab.data.episodes import (
+    Episode,
+    EpisodeBatch,
+    EpisodeSampler,
+    episode_samplers,
+)
 from metalab.data.glyphs import digit_classes, glyph_classes
 from metalab.data.image_folders import ImageClasses, load_image_folder
-from metalab.data.image_formats import load_cifar_fs, load_fc100, load_mini_imagenet, load_tiered_imagenet
+from metalab.data.image_formats import (
+    load_cifar_fs,
+    load_fc100,
+    load_mini_imagenet,
+    load_tiered_imagenet,
+)
 from metalab.data.linear import LinearTasks, hps_tasks
 from metalab.data.omniglot import (
     PUBLISHED_ONE_SHOT_ERRORS,

@@ -184,9 +184,7 @@ def _check_arguments(period, features, wind_direction, target, min_samples, max_
     if min_samples < 1:
         raise ValueError(f"min_samples={min_samples!r} is not allowed: it must be at least 1")
     if max_samples is not None and max_samples < min_samples:
-        raise ValueError(
-            f"max_samples={max_samples!r} is not allowed: it must be at least min_samples={min_samples}"
-        )
+        raise ValueError(f"max_samples={max_samples!r} is not allowed: it must be at least min_samples={min_samples}")
     if max_tasks is not None and max_tasks < 1:
         raise ValueError(f"max_tasks={max_tasks!r} is not allowed: it must be at least 1")
 

@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from metalab.core.checks import check_choice, check_int, check_seed
 from metalab.core.seeding import generator as seeded_generator
 from metalab.data.episodes import EpisodeBatch
-from metalab.subspace.tasks import check_choice, check_int, check_seed
 
 SPLITS = ("train", "test")
 _IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -43,7 +43,9 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     if raw[:2] == b"\x1f\x8b":
         raw = gzip.decompress(raw)
     if len(raw) < 4 or raw[:2] != b"\x00\x00" or raw[2] not in _IDX_TYPES:
-        raise ValueError(f"{path} is not an IDX file: expected two zero bytes, a type code and the number of dimensions")
+        raise ValueError(
+            f"{path} is not an IDX file: expected two zero bytes, a type code and the number of dimensions"
+        )
     ndim = raw[3]
     header = 4 + 4 * ndim
     if len(raw) < header:
@@ -77,7 +79,9 @@ def load_mnist(path: str | os.PathLike | None = None, split: str = "train") -> t
     if path is None:
         root = os.environ.get("METALAB_DATA")
         if not root:
-            raise FileNotFoundError("path=None needs the METALAB_DATA environment variable (its mnist/ folder); or pass path")
+            raise FileNotFoundError(
+                "path=None needs the METALAB_DATA environment variable (its mnist/ folder); or pass path"
+            )
         path = Path(root) / "mnist"
     path = Path(path)
     if path.is_dir() and (path / "mnist.npz").is_file():
@@ -91,7 +95,9 @@ def load_mnist(path: str | os.PathLike | None = None, split: str = "train") -> t
     elif path.is_dir():
         images, labels = read_idx(_find_idx(path, split, "images")), read_idx(_find_idx(path, split, "labels"))
     else:
-        raise FileNotFoundError(f"path={str(path)!r} is not allowed: an MNIST folder (IDX files or mnist.npz) or an .npz file")
+        raise FileNotFoundError(
+            f"path={str(path)!r} is not allowed: an MNIST folder (IDX files or mnist.npz) or an .npz file"
+        )
     if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
         raise ValueError(f"MNIST images {images.shape} and labels {labels.shape} disagree: expected (N, H, W) and (N,)")
     return images, labels.astype(np.int64)
@@ -111,7 +117,9 @@ class DigitPairs:
         images = np.asarray(images)
         labels = np.asarray(labels)
         if images.ndim not in (2, 3) or labels.ndim != 1 or images.shape[0] != labels.shape[0] or labels.size == 0:
-            raise ValueError(f"images {images.shape} and labels {labels.shape} are not allowed: (N, H, W) or (N, d), and (N,)")
+            raise ValueError(
+                f"images {images.shape} and labels {labels.shape} are not allowed: (N, H, W) or (N, d), and (N,)"
+            )
         if not np.issubdtype(labels.dtype, np.integer):
             raise ValueError(f"labels of dtype {labels.dtype} are not allowed: integer class labels")
         x = torch.as_tensor(images.astype(np.float32) * np.float32(scale))
@@ -131,7 +139,9 @@ class DigitPairs:
         return cls(data.images, data.target, flatten=flatten, scale=1.0 / 16.0)
 
     @classmethod
-    def from_mnist(cls, path: str | os.PathLike | None = None, split: str = "train", *, flatten: bool = True) -> DigitPairs:
+    def from_mnist(
+        cls, path: str | os.PathLike | None = None, split: str = "train", *, flatten: bool = True
+    ) -> DigitPairs:
         """MNIST from files (see :func:`load_mnist`), values in [0, 1]."""
         images, labels = load_mnist(path, split)
         return cls(images, labels, flatten=flatten, scale=1.0 / 255.0)
@@ -195,7 +205,10 @@ class DigitPairs:
                 )
         support, query = [], []
         for t in range(n_tasks):  # data preparation, outside any training step
-            rows = [self._index[int(d)][torch.randperm(self.class_size(int(d)), generator=generator)[:need]] for d in chosen[t]]
+            rows = [
+                self._index[int(d)][torch.randperm(self.class_size(int(d)), generator=generator)[:need]]
+                for d in chosen[t]
+            ]
             support.append(self._shuffled(rows, slice(0, shots), generator))
             query.append(self._shuffled(rows, slice(shots, need), generator))
         sx, sy = (torch.stack(v) for v in zip(*support))

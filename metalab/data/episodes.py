@@ -31,8 +31,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from metalab.core.checks import check_int
 from metalab.core.seeding import generator
-from metalab.data.image_folders import DEFAULT_SPLITS, ImageClasses, check_int, check_size
+from metalab.data.image_folders import DEFAULT_SPLITS, ImageClasses, check_size
 
 ROTATIONS = (0, 90, 180, 270)
 
@@ -238,7 +239,9 @@ def episode_samplers(classes: ImageClasses, splits: Mapping[str, float | int] = 
     the same ``seed`` and its own stream ``"episodes:<split name>"``.
     """
     parts = classes.split(splits, seed=seed, by=by)
-    return {name: EpisodeSampler(part, seed=seed, stream=f"episodes:{name}", **sampler_args) for name, part in parts.items()}
+    return {
+        name: EpisodeSampler(part, seed=seed, stream=f"episodes:{name}", **sampler_args) for name, part in parts.items()
+    }
 
 
 def _check_rotations(rotations: Any) -> tuple[int, ...]:

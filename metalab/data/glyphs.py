@@ -25,7 +25,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
-from metalab.data.image_folders import ClassStore, ImageClasses, check_int, check_size
+from metalab.core.checks import check_int
+from metalab.data.image_folders import ClassStore, ImageClasses, check_size
 
 SUPERSAMPLE = 2
 BEZIER_POINTS = 12

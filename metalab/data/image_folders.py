@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from metalab.core.checks import check_choice
 from metalab.core.seeding import generator
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -38,22 +39,6 @@ DEFAULT_SPLITS = {"train": 0.7, "val": 0.1, "test": 0.2}
 
 # ---------------------------------------------------------------------------------------------
 # Argument checks shared by the image modules
-
-
-def check_int(name: str, value: Any, low: int, high: int | None = None, hint: str = "") -> int:
-    """An integer in ``low..high`` (no upper bound when ``high`` is None), else ValueError naming ``name``."""
-    ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
-    ok = ok and value >= low and (high is None or value <= high)
-    if not ok:
-        allowed = f"an integer >= {low}" if high is None else f"an integer in {low}..{high}"
-        raise ValueError(f"{name}={value!r} is not allowed: {allowed}{hint}")
-    return int(value)
-
-
-def check_choice(name: str, value: Any, choices: Sequence[Any]) -> Any:
-    if value not in choices:
-        raise ValueError(f"{name}={value!r} is not allowed: one of " + ", ".join(map(repr, choices)))
-    return value
 
 
 def check_size(name: str, value: Any, allow_none: bool = True) -> tuple[int, int] | None:
@@ -94,7 +79,9 @@ class ClassStore:
         if out is None:
             out = self._make(i)
             if out.dtype != torch.uint8 or out.ndim != 4:
-                raise TypeError(f"{type(self).__name__} made {tuple(out.shape)} {out.dtype}; expected uint8 (n, C, H, W)")
+                raise TypeError(
+                    f"{type(self).__name__} made {tuple(out.shape)} {out.dtype}; expected uint8 (n, C, H, W)"
+                )
             self._cache[i] = out
         return out
 
@@ -117,7 +104,9 @@ def resize_uint8(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     out = np.empty((*src.shape[:2], h, w), dtype=np.uint8)
     for k in range(src.shape[0]):
         for ch in range(src.shape[1]):
-            out[k, ch] = np.asarray(Image.fromarray(src[k, ch]).resize((w, h), Image.Resampling.LANCZOS, reducing_gap=3.0))
+            out[k, ch] = np.asarray(
+                Image.fromarray(src[k, ch]).resize((w, h), Image.Resampling.LANCZOS, reducing_gap=3.0)
+            )
     return torch.from_numpy(out)
 
 
@@ -512,4 +501,3 @@ def data_roots(path: str | os.PathLike | None, subdirs: Sequence[str]) -> list[p
 
 def looked_in(roots: Sequence[pathlib.Path]) -> str:
     return ", ".join(map(str, roots)) if roots else "nowhere (no path given and METALAB_DATA is unset)"
-

@@ -36,7 +36,8 @@ from typing import Any
 
 import numpy as np
 
-from metalab.data.image_folders import ArrayStore, EncodedStore, ImageClasses, check_choice, data_roots, looked_in
+from metalab.core.checks import check_choice
+from metalab.data.image_folders import ArrayStore, EncodedStore, ImageClasses, data_roots, looked_in
 
 SPLITS = ("train", "val", "test")
 
@@ -79,7 +80,9 @@ def _has(obj: Any, key: str) -> bool:
 def _check_images(images: Any, file: pathlib.Path, key: str) -> np.ndarray:
     images = np.asarray(images)
     if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8 or images.shape[0] == 0:
-        raise ValueError(f"{file}: {key!r} is {images.dtype} of shape {images.shape}; expected uint8 (N, H, W, 3), N >= 1")
+        raise ValueError(
+            f"{file}: {key!r} is {images.dtype} of shape {images.shape}; expected uint8 (N, H, W, 3), N >= 1"
+        )
     return images
 
 
@@ -104,7 +107,9 @@ def load_mini_imagenet(path: str | os.PathLike | None = None, split: str = "trai
     images = _check_images(_get(data, "image_data", file, "uint8 images (N, 84, 84, 3)"), file, "image_data")
     class_dict = _get(data, "class_dict", file, "class name -> image indices")
     if not isinstance(class_dict, dict) or not class_dict:
-        raise ValueError(f"{file}: 'class_dict' is {type(class_dict).__name__}; expected a non-empty dict name -> indices")
+        raise ValueError(
+            f"{file}: 'class_dict' is {type(class_dict).__name__}; expected a non-empty dict name -> indices"
+        )
     names = sorted(class_dict)
     indices = [np.asarray(class_dict[k], dtype=np.int64) for k in names]
     for name, ix in zip(names, indices):
@@ -174,7 +179,9 @@ def load_tiered_imagenet(path: str | os.PathLike | None = None, split: str = "tr
     )
 
 
-def _load_cifar_style(path: Any, split: str, prefix: str, subdirs: Sequence[str], dataset: str, how: str) -> ImageClasses:
+def _load_cifar_style(
+    path: Any, split: str, prefix: str, subdirs: Sequence[str], dataset: str, how: str
+) -> ImageClasses:
     check_choice("split", split, SPLITS)
     file = _find(path, f"{prefix}_{split}.pickle", subdirs, dataset, how)
     data = _load_pickle(file)

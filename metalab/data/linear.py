@@ -16,9 +16,10 @@ from typing import Any
 
 import torch
 
+from metalab.core.checks import check_int, check_number, check_seed
 from metalab.core.device import resolve_device
 from metalab.core.seeding import generator
-from metalab.subspace.tasks import as_float_tensor, check_int, check_number, check_seed
+from metalab.subspace.tasks import as_float_tensor
 
 DTYPES = (torch.float32, torch.float64)
 
@@ -72,12 +73,20 @@ def hps_tasks(
         B = as_float_tensor("basis", basis, torch.device("cpu"))
         if B.shape != (d, rank):
             raise ValueError(f"basis has shape {tuple(B.shape)}; expected (d, rank) = ({d}, {rank})")
-        gap = float(torch.linalg.matrix_norm(B.T @ B - torch.eye(rank, dtype=B.dtype), ord=2)) if B.isfinite().all() else float("inf")
+        gap = (
+            float(torch.linalg.matrix_norm(B.T @ B - torch.eye(rank, dtype=B.dtype), ord=2))
+            if B.isfinite().all()
+            else float("inf")
+        )
         if gap > 1e-6:
-            raise ValueError(f"basis does not have orthonormal columns (||BᵀB - I||₂ = {gap:.3g}); pass an orthonormal basis")
+            raise ValueError(
+                f"basis does not have orthonormal columns (||BᵀB - I||₂ = {gap:.3g}); pass an orthonormal basis"
+            )
     head = torch.randn(n_tasks, rank, generator=gen, dtype=torch.float64) / rank**0.5
     X = torch.randn(n_tasks, n_samples, d, generator=gen, dtype=torch.float64)
     coef = head @ B.T
-    y = torch.einsum("tmd,td->tm", X, coef) + noise * torch.randn(n_tasks, n_samples, generator=gen, dtype=torch.float64)
+    y = torch.einsum("tmd,td->tm", X, coef) + noise * torch.randn(
+        n_tasks, n_samples, generator=gen, dtype=torch.float64
+    )
     move = dict(dtype=dtype, device=device)
     return LinearTasks(X.to(**move), y.to(**move), B.to(**move), head.to(**move), coef.to(**move), noise)

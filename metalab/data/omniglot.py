@@ -190,7 +190,9 @@ def _urlopen(url: str):  # indirection so tests can serve files without a networ
     return urllib.request.urlopen(url, timeout=60)
 
 
-def download_omniglot(root: str | os.PathLike, items: Sequence[str] = ("background", "evaluation", "runs")) -> list[pathlib.Path]:
+def download_omniglot(
+    root: str | os.PathLike, items: Sequence[str] = ("background", "evaluation", "runs")
+) -> list[pathlib.Path]:
     """Fetch the named files (keys of :data:`URLS`) into ``root`` unless already there; returns their paths.
 
     Uses the network (the authors' GitHub repository); nothing else in this module does.
@@ -372,4 +374,3 @@ def pixel_nearest_neighbour(train_images: torch.Tensor, test_images: torch.Tenso
     a = train_images.reshape(len(train_images), -1).to(torch.float64)
     b = test_images.reshape(len(test_images), -1).to(torch.float64)
     return torch.cdist(b, a).argmin(dim=1)
-

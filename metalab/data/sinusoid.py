@@ -21,8 +21,8 @@ from typing import Any
 
 import torch
 
+from metalab.core.checks import check_choice, check_int, check_seed
 from metalab.core.seeding import generator as seeded_generator
-from metalab.subspace.tasks import check_choice, check_int, check_seed
 
 PRESETS: dict[str, dict[str, Any]] = {
     "maml": dict(amplitude=(0.1, 5.0), phase=(0.0, math.pi), frequency=(1.0, 1.0), x_range=(-5.0, 5.0), shots=10),
@@ -126,7 +126,9 @@ class SinusoidTasks:
         y = amplitude[:, None, None] * torch.sin(frequency[:, None, None] * x - phase[:, None, None])
         return SinusoidBatch(x[:, :shots], y[:, :shots], x[:, shots:], y[:, shots:], amplitude, phase, frequency)
 
-    def fixed_tasks(self, n_tasks: int = 600, shots: int | None = None, query_shots: int | None = None, *, seed: int = 0) -> SinusoidBatch:
+    def fixed_tasks(
+        self, n_tasks: int = 600, shots: int | None = None, query_shots: int | None = None, *, seed: int = 0
+    ) -> SinusoidBatch:
         """A test set that depends only on ``seed`` (a stream separate from training draws)."""
         g = seeded_generator(check_seed(seed), "sinusoid-test")
         return self.sample(n_tasks, shots, query_shots, generator=g)

@@ -26,9 +26,22 @@ import numpy as np
 import torch
 
 from metalab import plots
-from metalab.core import Config, ConfigError, Record, Stopwatch, param, resolve_device, seed_everything
+from metalab.core import (
+    Config,
+    ConfigError,
+    Record,
+    Stopwatch,
+    param,
+    resolve_device,
+    seed_everything,
+)
 from metalab.core.records import with_progress
-from metalab.data import LinearTasks, find_air_quality_dir, hps_tasks, load_air_quality_tasks
+from metalab.data import (
+    LinearTasks,
+    find_air_quality_dir,
+    hps_tasks,
+    load_air_quality_tasks,
+)
 from metalab.subspace import (
     METHODS,
     SubspaceResult,
@@ -55,15 +68,21 @@ class MetaSPConfig(Config):
     n_tasks: int = param(100, ge=2, le=100_000, help="number of training tasks T")
     n_samples: int = param(10, ge=1, le=100_000, help="samples per task m")
     noise: float = param(0.1, ge=0.0, le=100.0, help="noise standard deviation sigma")
-    step_size: float | None = param(None, gt=0.0, le=100.0, help="Meta-SP step size eta (None: 1/max_t λmax(X_tᵀX_t/m))")
+    step_size: float | None = param(
+        None, gt=0.0, le=100.0, help="Meta-SP step size eta (None: 1/max_t λmax(X_tᵀX_t/m))"
+    )
     max_iter: int = param(150, ge=1, le=100_000, help="iterations of the iterative methods")
     tol: float = param(1e-10, ge=0.0, le=1.0, help="relative-change stopping tolerance")
     init: str = param("zero", choices=("zero", "spectral"), help="Meta-SP initialisation")
     refit: str = param("none", choices=("none", "ls"), help="Meta-SP least-squares refit after thresholding")
     methods: tuple[str, ...] = param(ALL_METHODS, choices=tuple(METHODS), help="methods to compare")
     parts: tuple[str, ...] = param(PARTS, choices=PARTS, help="parts of the experiment to run")
-    samples_grid: tuple[int, ...] = param((5, 8, 12, 20), ge=1, le=100_000, help="samples per task m for the 'samples' part")
-    noise_grid: tuple[float, ...] = param((0.05, 0.1, 0.2, 0.4), gt=0.0, le=100.0, help="sigma values for 'noise_floor'")
+    samples_grid: tuple[int, ...] = param(
+        (5, 8, 12, 20), ge=1, le=100_000, help="samples per task m for the 'samples' part"
+    )
+    noise_grid: tuple[float, ...] = param(
+        (0.05, 0.1, 0.2, 0.4), gt=0.0, le=100.0, help="sigma values for 'noise_floor'"
+    )
     dim_grid: tuple[int, ...] = param((10, 20, 40), ge=2, le=2000, help="d values for 'noise_floor'")
     tasks_grid: tuple[int, ...] = param((50, 100, 200), ge=2, le=100_000, help="T values for 'noise_floor'")
     floor_samples_grid: tuple[int, ...] = param((10, 20, 40), ge=1, le=100_000, help="m values for 'noise_floor'")
@@ -82,10 +101,18 @@ class MetaSPConfig(Config):
     presets = {
         "quick": {},
         "paper": {
-            "d": 100, "rank": 5, "n_tasks": 400, "n_samples": 25, "max_iter": 500,
-            "samples_grid": (5, 8, 10, 15, 20, 30, 40, 60), "noise_grid": (0.03, 0.1, 0.3, 1.0),
-            "dim_grid": (25, 50, 100, 200), "tasks_grid": (100, 200, 400, 800),
-            "floor_samples_grid": (25, 50, 100, 200), "repeats": 10, "eval_tasks": 200,
+            "d": 100,
+            "rank": 5,
+            "n_tasks": 400,
+            "n_samples": 25,
+            "max_iter": 500,
+            "samples_grid": (5, 8, 10, 15, 20, 30, 40, 60),
+            "noise_grid": (0.03, 0.1, 0.3, 1.0),
+            "dim_grid": (25, 50, 100, 200),
+            "tasks_grid": (100, 200, 400, 800),
+            "floor_samples_grid": (25, 50, 100, 200),
+            "repeats": 10,
+            "eval_tasks": 200,
             "aq_max_tasks": 1210,
         },
     }
@@ -122,8 +149,14 @@ def _method_kwargs(method: str, config: MetaSPConfig, seed: int) -> dict[str, An
 
 def make_instance(config: MetaSPConfig, seed: int, **overrides: Any) -> LinearTasks:
     """A seeded hard-parameter-sharing instance with the config's sizes, ``overrides`` applied."""
-    settings = {"d": config.d, "rank": config.rank, "n_tasks": config.n_tasks,
-                "n_samples": config.n_samples, "noise": config.noise, **overrides}
+    settings = {
+        "d": config.d,
+        "rank": config.rank,
+        "n_tasks": config.n_tasks,
+        "n_samples": config.n_samples,
+        "noise": config.noise,
+        **overrides,
+    }
     return hps_tasks(seed=seed, device=resolve_device(config.device), **settings)
 
 
@@ -158,17 +191,34 @@ def _convergence_units(config: MetaSPConfig) -> list[Callable[[], Iterator[Recor
             tasks.X, tasks.y, config.rank, true_basis=tasks.basis, **_method_kwargs("meta_sp", config, config.seed)
         )
         for state in steps:
-            yield Record("convergence", "meta_sp", state.iteration, {
-                **fixed, "sin_theta": state.sin_theta, "objective": state.objective, "seconds": state.seconds,
-            })
+            yield Record(
+                "convergence",
+                "meta_sp",
+                state.iteration,
+                {
+                    **fixed,
+                    "sin_theta": state.sin_theta,
+                    "objective": state.objective,
+                    "seconds": state.seconds,
+                },
+            )
 
     def replay(method: str) -> Callable[[], Iterator[Record]]:
         def unit() -> Iterator[Record]:
             result = fit_method(method, tasks, config.rank, config, config.seed)
             for row in result.history:
-                yield Record("convergence", method, int(row["iteration"]), {
-                    **fixed, "sin_theta": row["sin_theta"], "objective": row["objective"], "seconds": row["seconds"],
-                })
+                yield Record(
+                    "convergence",
+                    method,
+                    int(row["iteration"]),
+                    {
+                        **fixed,
+                        "sin_theta": row["sin_theta"],
+                        "objective": row["objective"],
+                        "seconds": row["seconds"],
+                    },
+                )
+
         return unit
 
     return [stream_meta_sp if m == "meta_sp" else replay(m) for m in config.methods]
@@ -181,16 +231,26 @@ def _samples_units(config: MetaSPConfig) -> list[Callable[[], Iterator[Record]]]
             tasks = make_instance(config, seed, n_samples=m)
             for method in config.methods:
                 result = fit_method(method, tasks, config.rank, config, seed)
-                yield Record("samples", method, result.n_iter, {
-                    "n_samples": m, "repeat": repeat, **_evaluation(result, tasks, config, seed),
-                })
+                yield Record(
+                    "samples",
+                    method,
+                    result.n_iter,
+                    {
+                        "n_samples": m,
+                        "repeat": repeat,
+                        **_evaluation(result, tasks, config, seed),
+                    },
+                )
+
         return run_unit
 
     return [unit(m, r) for m in config.samples_grid for r in range(config.repeats)]
 
 
 def _rank_units(config: MetaSPConfig) -> list[Callable[[], Iterator[Record]]]:
-    fitted_ranks = [s for s in (config.rank - 1, config.rank, config.rank + 1) if 1 <= s < min(config.d, config.n_tasks)]
+    fitted_ranks = [
+        s for s in (config.rank - 1, config.rank, config.rank + 1) if 1 <= s < min(config.d, config.n_tasks)
+    ]
 
     def unit(repeat: int) -> Callable[[], Iterator[Record]]:
         def run_unit() -> Iterator[Record]:
@@ -198,33 +258,59 @@ def _rank_units(config: MetaSPConfig) -> list[Callable[[], Iterator[Record]]]:
             tasks = make_instance(config, seed)
             for fitted in fitted_ranks:
                 result = fit_method("meta_sp", tasks, fitted, config, seed)
-                yield Record("rank", "meta_sp", result.n_iter, {
-                    "n_samples": config.n_samples, "rank": config.rank, "fitted_rank": fitted, "repeat": repeat,
-                    **_evaluation(result, tasks, config, seed),
-                })
+                yield Record(
+                    "rank",
+                    "meta_sp",
+                    result.n_iter,
+                    {
+                        "n_samples": config.n_samples,
+                        "rank": config.rank,
+                        "fitted_rank": fitted,
+                        "repeat": repeat,
+                        **_evaluation(result, tasks, config, seed),
+                    },
+                )
+
         return run_unit
 
     return [unit(r) for r in range(config.repeats)]
 
 
 def _noise_floor_units(config: MetaSPConfig) -> list[Callable[[], Iterator[Record]]]:
-    grids = {"noise": config.noise_grid, "d": config.dim_grid, "n_tasks": config.tasks_grid,
-             "n_samples": config.floor_samples_grid}
+    grids = {
+        "noise": config.noise_grid,
+        "d": config.dim_grid,
+        "n_tasks": config.tasks_grid,
+        "n_samples": config.floor_samples_grid,
+    }
 
     def unit(factor: str, value: float, repeat: int) -> Callable[[], Iterator[Record]]:
         def run_unit() -> Iterator[Record]:
             seed = config.seed + 1009 * repeat + 17 * len(factor) + int(value * 1000) % 997
             tasks = make_instance(config, seed, **{factor: value})
             result = fit_method("meta_sp", tasks, config.rank, config, seed)
-            settings = {"noise": tasks.noise, "d": tasks.X.shape[2], "n_tasks": tasks.X.shape[0],
-                        "n_samples": tasks.X.shape[1]}
-            yield Record("noise_floor", "meta_sp", result.n_iter, {
-                "factor": factor, "value": float(value), "repeat": repeat, **settings,
-                "coef_error_fro": float(torch.linalg.norm(result.coef - tasks.coef)),
-                "rate": settings["noise"] * math.sqrt(settings["d"] * settings["n_tasks"] / settings["n_samples"]),
-                "sin_theta": sin_theta(result.basis, tasks.basis),
-                "expected_slope": EXPECTED_SLOPES[factor],
-            })
+            settings = {
+                "noise": tasks.noise,
+                "d": tasks.X.shape[2],
+                "n_tasks": tasks.X.shape[0],
+                "n_samples": tasks.X.shape[1],
+            }
+            yield Record(
+                "noise_floor",
+                "meta_sp",
+                result.n_iter,
+                {
+                    "factor": factor,
+                    "value": float(value),
+                    "repeat": repeat,
+                    **settings,
+                    "coef_error_fro": float(torch.linalg.norm(result.coef - tasks.coef)),
+                    "rate": settings["noise"] * math.sqrt(settings["d"] * settings["n_tasks"] / settings["n_samples"]),
+                    "sin_theta": sin_theta(result.basis, tasks.basis),
+                    "expected_slope": EXPECTED_SLOPES[factor],
+                },
+            )
+
         return run_unit
 
     return [unit(f, v, r) for f, grid in grids.items() for v in grid for r in range(config.repeats)]
@@ -248,13 +334,20 @@ def _air_quality_units(config: MetaSPConfig) -> list[Callable[[], Iterator[Recor
         test_y = [y for x, y in zip(test.X, test.y) if x.shape[0] > k]
         support = ([x[:k] for x in test_x], [y[:k] for y in test_y])
         query = ([x[k:] for x in test_x], [y[k:] for y in test_y])
-        common = {"rank": config.aq_rank, "n_train_tasks": len(train), "n_test_tasks": len(test_x),
-                  "n_features": len(tasks.feature_names), "support": k}
+        common = {
+            "rank": config.aq_rank,
+            "n_train_tasks": len(train),
+            "n_test_tasks": len(test_x),
+            "n_features": len(tasks.feature_names),
+            "support": k,
+        }
         for method in [m for m in config.methods if m != "oracle"]:
             with Stopwatch() as watch:
                 result = fit(method, train.X, train.y, config.aq_rank, **_method_kwargs(method, config, config.seed))
             mse = few_shot_mse(result.basis, *support, *query, ridge=config.aq_ridge)
-            yield Record("air_quality", method, result.n_iter, {**common, "few_shot_mse": mse, "seconds": watch.seconds})
+            yield Record(
+                "air_quality", method, result.n_iter, {**common, "few_shot_mse": mse, "seconds": watch.seconds}
+            )
         identity = torch.eye(len(tasks.feature_names), dtype=torch.float64)
         for label, ridge in (("ridge", config.aq_ridge), ("zero", None)):
             mse = _per_task_baseline(identity, support, query, ridge)
@@ -277,10 +370,18 @@ def _time_to_target_units(config: MetaSPConfig) -> list[Callable[[], Iterator[Re
             tasks = make_instance(config, seed)
             for method in config.methods:
                 result = fit_method(method, tasks, config.rank, config, seed)
-                yield Record("time_to_target", method, result.n_iter, {
-                    "n_samples": config.n_samples, "repeat": repeat, "target_error": config.target_error,
-                    **time_to_target(result, config.target_error),
-                })
+                yield Record(
+                    "time_to_target",
+                    method,
+                    result.n_iter,
+                    {
+                        "n_samples": config.n_samples,
+                        "repeat": repeat,
+                        "target_error": config.target_error,
+                        **time_to_target(result, config.target_error),
+                    },
+                )
+
         return run_unit
 
     return [unit(r) for r in range(config.repeats)]
@@ -290,7 +391,11 @@ def time_to_target(result, target: float) -> dict[str, float]:
     """Seconds until the first iteration whose sin-theta is at most ``target`` (NaN if never reached)."""
     for row in result.history:
         if row.get("sin_theta") is not None and row["sin_theta"] <= target:
-            return {"seconds_to_target": row["seconds"], "reached": 1.0, "final_sin_theta": result.history[-1]["sin_theta"]}
+            return {
+                "seconds_to_target": row["seconds"],
+                "reached": 1.0,
+                "final_sin_theta": result.history[-1]["sin_theta"],
+            }
     final = result.history[-1].get("sin_theta", math.nan) if result.history else math.nan
     return {"seconds_to_target": math.nan, "reached": 0.0, "final_sin_theta": final}
 

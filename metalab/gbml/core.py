@@ -35,8 +35,8 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
+from metalab.core.checks import check_choice, check_int, check_number
 from metalab.implicit.common import BATCH_MODES, finish
-from metalab.subspace.tasks import check_choice, check_int, check_number
 
 METHODS = ("maml", "fomaml", "anil", "reptile")
 ALIASES = {"maml_fz": "anil"}
@@ -72,7 +72,9 @@ def check_model(model: Any) -> nn.Module:
     if not isinstance(model, nn.Module):
         raise ValueError(f"model of type {type(model).__name__} is not allowed: a torch.nn.Module")
     if any(True for _ in model.buffers()):
-        raise ValueError("model has buffers (e.g. BatchNorm running statistics); use track_running_stats=False (see metalab.nets)")
+        raise ValueError(
+            "model has buffers (e.g. BatchNorm running statistics); use track_running_stats=False (see metalab.nets)"
+        )
     return model
 
 
@@ -97,7 +99,9 @@ def check_inputs(name: str, x: Any, dtype: torch.dtype) -> torch.Tensor:
     """A finite floating tensor (tasks, samples, *input_shape), detached and cast to ``dtype``."""
     if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.ndim < 3 or min(x.shape[:2]) < 1:
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-        raise ValueError(f"{name} of shape/type {shape} is not allowed: a floating tensor (tasks >= 1, samples >= 1, *input_shape)")
+        raise ValueError(
+            f"{name} of shape/type {shape} is not allowed: a floating tensor (tasks >= 1, samples >= 1, *input_shape)"
+        )
     if not bool(torch.isfinite(x).all()):
         raise ValueError(f"{name} contains non-finite values (NaN or inf)")
     return x.detach().to(dtype)
@@ -111,14 +115,20 @@ def check_pair(name: str, pair: Any, loss: str, dtype: torch.dtype) -> Pair:
     x = check_inputs(f"{name} x", x, dtype)
     if not isinstance(y, torch.Tensor) or tuple(y.shape[:2]) != tuple(x.shape[:2]):
         shape = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
-        raise ValueError(f"{name} y of shape/type {shape} is not allowed: a tensor starting with (tasks, samples) = {tuple(x.shape[:2])}")
+        raise ValueError(
+            f"{name} y of shape/type {shape} is not allowed: a tensor starting with (tasks, samples) = {tuple(x.shape[:2])}"
+        )
     if loss == "ce":
         if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool or y.ndim != 2:
-            raise ValueError(f"{name} y is not allowed for loss='ce': an integer tensor of class labels (tasks, samples)")
+            raise ValueError(
+                f"{name} y is not allowed for loss='ce': an integer tensor of class labels (tasks, samples)"
+            )
         y = y.detach().long()
     else:
         if not y.is_floating_point():
-            raise ValueError(f"{name} y of dtype {y.dtype} is not allowed for loss='mse': a floating tensor (tasks, samples, out)")
+            raise ValueError(
+                f"{name} y of dtype {y.dtype} is not allowed for loss='mse': a floating tensor (tasks, samples, out)"
+            )
         y = (y.unsqueeze(-1) if y.ndim == 2 else y).detach().to(dtype)
     if y.is_floating_point() and not bool(torch.isfinite(y).all()):
         raise ValueError(f"{name} y contains non-finite values (NaN or inf)")
@@ -243,7 +253,9 @@ def gradient_of_mean(fn, params: Mapping[str, torch.Tensor]) -> tuple[dict[str, 
     return {k: torch.zeros_like(v) if g is None else g for (k, v), g in zip(leaves.items(), grads)}, losses, aux
 
 
-def make_result(method: str, grads: dict[str, torch.Tensor], task_losses: torch.Tensor, recovered_head=None) -> MetaGradient:
+def make_result(
+    method: str, grads: dict[str, torch.Tensor], task_losses: torch.Tensor, recovered_head=None
+) -> MetaGradient:
     """Wrap a meta-gradient; a non-finite one is replaced by zeros and reported (status and a warning)."""
     checked = finish(method, grads, None, task_losses.detach().mean(), 0.0)
     return MetaGradient(
@@ -353,7 +365,9 @@ def fine_tune(
     sx, sy = check_pair("support", support, loss, dtype)
     qx = check_inputs("query_x", query_x, dtype)
     if qx.shape[0] != sx.shape[0] or qx.shape[2:] != sx.shape[2:]:
-        raise ValueError(f"query_x {tuple(qx.shape)} does not match support x {tuple(sx.shape)} in tasks and input shape")
+        raise ValueError(
+            f"query_x {tuple(qx.shape)} does not match support x {tuple(sx.shape)} in tasks and input shape"
+        )
     names = _trainable(model, trainable)
     task_fn = partial(_fine_tune_task, model, loss, names, steps, lr)
     with torch.no_grad():

@@ -10,9 +10,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from metalab.gbml.core import MetaGradient, Pair, check_model, check_param_dict, meta_gradient
+from metalab.core.checks import check_int, check_number
+from metalab.gbml.core import (
+    MetaGradient,
+    Pair,
+    check_model,
+    check_param_dict,
+    meta_gradient,
+)
 from metalab.nets import param_dict
-from metalab.subspace.tasks import check_int, check_number
 
 
 class MetaLearner:

@@ -4,9 +4,28 @@
 computes a meta-gradient for one meta-batch; ``method`` is a key of ``HYPERGRADIENTS``.
 """
 
-from metalab.implicit.baselines import anil, anil_recompute, fomaml, imaml, itd_bio, itd_bio_recompute, maml
-from metalab.implicit.cg import STATUSES, CGResult, CGWarning, conjugate_gradient, stack_results
-from metalab.implicit.common import BATCH_MODES, HypergradientWarning, HypergradResult, Options
+from metalab.implicit.baselines import (
+    anil,
+    anil_recompute,
+    fomaml,
+    imaml,
+    itd_bio,
+    itd_bio_recompute,
+    maml,
+)
+from metalab.implicit.cg import (
+    STATUSES,
+    CGResult,
+    CGWarning,
+    conjugate_gradient,
+    stack_results,
+)
+from metalab.implicit.common import (
+    BATCH_MODES,
+    HypergradientWarning,
+    HypergradResult,
+    Options,
+)
 from metalab.implicit.hypergrad import (
     WarmStart,
     dense_implicit_hypergradient,

@@ -82,7 +82,9 @@ def _head_unroll_task(recompute, backbone, opts, params, head, xs, ys, xq, yq):
     return loss, (loss.detach(), heads.accuracy(scores, yq).detach(), {k: v.detach() for k, v in phi.items()})
 
 
-def _run_unrolled(method: str, make_task, wrt_head: bool, backbone, params, head, sx, sy, qx, qy, options) -> HypergradResult:
+def _run_unrolled(
+    method: str, make_task, wrt_head: bool, backbone, params, head, sx, sy, qx, qy, options
+) -> HypergradResult:
     opts = Options(**options)
     backbone, params, head, tasks = prepare(backbone, params, head, sx, sy, qx, qy)
     B = tasks.n_tasks
@@ -133,35 +135,65 @@ def _unroll_maker(recompute: bool):
 
 def maml(backbone, params, head, support_x, support_y, query_x, query_y, **options: Any) -> HypergradResult:
     """Second-order MAML on the whole network (backbone and head both adapt and are meta-learned)."""
-    return _run_unrolled("maml", _maml_maker(False), True, backbone, params, head, support_x, support_y, query_x, query_y, options)
+    return _run_unrolled(
+        "maml", _maml_maker(False), True, backbone, params, head, support_x, support_y, query_x, query_y, options
+    )
 
 
 def fomaml(backbone, params, head, support_x, support_y, query_x, query_y, **options: Any) -> HypergradResult:
     """First-order MAML: the query gradient at the adapted weights."""
-    return _run_unrolled("fomaml", _maml_maker(True), True, backbone, params, head, support_x, support_y, query_x, query_y, options)
+    return _run_unrolled(
+        "fomaml", _maml_maker(True), True, backbone, params, head, support_x, support_y, query_x, query_y, options
+    )
 
 
 def anil(backbone, params, head, support_x, support_y, query_x, query_y, **options: Any) -> HypergradResult:
     """ANIL with the backbone features computed once per task."""
-    return _run_unrolled("anil", _unroll_maker(False), True, backbone, params, head, support_x, support_y, query_x, query_y, options)
+    return _run_unrolled(
+        "anil", _unroll_maker(False), True, backbone, params, head, support_x, support_y, query_x, query_y, options
+    )
 
 
 def anil_recompute(backbone, params, head, support_x, support_y, query_x, query_y, **options: Any) -> HypergradResult:
     """ANIL recomputing the support features with graph at every inner step (the authors' baseline)."""
     return _run_unrolled(
-        "anil_recompute", _unroll_maker(True), True, backbone, params, head, support_x, support_y, query_x, query_y, options
+        "anil_recompute",
+        _unroll_maker(True),
+        True,
+        backbone,
+        params,
+        head,
+        support_x,
+        support_y,
+        query_x,
+        query_y,
+        options,
     )
 
 
 def itd_bio(backbone, params, head, support_x, support_y, query_x, query_y, **options: Any) -> HypergradResult:
     """ITD-BiO: backpropagation through K head steps on once-computed features; backbone only."""
-    return _run_unrolled("itd_bio", _unroll_maker(False), False, backbone, params, head, support_x, support_y, query_x, query_y, options)
+    return _run_unrolled(
+        "itd_bio", _unroll_maker(False), False, backbone, params, head, support_x, support_y, query_x, query_y, options
+    )
 
 
-def itd_bio_recompute(backbone, params, head, support_x, support_y, query_x, query_y, **options: Any) -> HypergradResult:
+def itd_bio_recompute(
+    backbone, params, head, support_x, support_y, query_x, query_y, **options: Any
+) -> HypergradResult:
     """ITD-BiO with features recomputed with graph at every inner step (the authors' baseline)."""
     return _run_unrolled(
-        "itd_bio_recompute", _unroll_maker(True), False, backbone, params, head, support_x, support_y, query_x, query_y, options
+        "itd_bio_recompute",
+        _unroll_maker(True),
+        False,
+        backbone,
+        params,
+        head,
+        support_x,
+        support_y,
+        query_x,
+        query_y,
+        options,
     )
 
 

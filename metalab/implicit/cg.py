@@ -14,8 +14,6 @@ step improved on it), so the caller always receives finite numbers.
 
 from __future__ import annotations
 
-import math
-import numbers
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +21,8 @@ from typing import Any
 
 import torch
 from torch.utils._pytree import tree_flatten, tree_unflatten
+
+from metalab.core.checks import check_int, check_number
 
 STATUSES = ("converged", "max_iter", "diverged", "nonpositive_curvature", "zero_rhs")
 
@@ -87,19 +87,6 @@ def _select(mask: torch.Tensor, new: list[torch.Tensor], old: list[torch.Tensor]
     return [torch.where(_expand(mask, n), n, o) for n, o in zip(new, old)]
 
 
-def _check_int(name: str, value: Any, low: int) -> int:
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < low:
-        raise ValueError(f"{name}={value!r} is not allowed: an integer >= {low}")
-    return int(value)
-
-
-def _check_real(name: str, value: Any, low: float, strict: bool) -> float:
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or (value <= low if strict else value < low):
-        raise ValueError(f"{name}={value!r} is not allowed: a finite number {'>' if strict else '>='} {low}")
-    return float(value)
-
-
 def conjugate_gradient(
     hvp: Callable[[Any], Any],
     b: Any,
@@ -117,12 +104,12 @@ def conjugate_gradient(
     ``max_iter`` steps, or on failure (see the module docstring).  ``b = 0`` gives ``x = 0`` with status
     ``"zero_rhs"`` without calling ``hvp``.  ``x0`` (same structure as ``b``) warm-starts the iteration.
     """
-    max_iter = _check_int("max_iter", max_iter, 0)
-    tol = _check_real("tol", tol, 0.0, strict=False)
-    batch_dims = _check_int("batch_dims", batch_dims, 0)
+    max_iter = check_int("max_iter", max_iter, 0)
+    tol = check_number("tol", tol, strict=False)
+    batch_dims = check_int("batch_dims", batch_dims, 0)
     if batch_dims > 1:
         raise ValueError(f"batch_dims={batch_dims!r} is not allowed: 0 (one system) or 1 (a batch of systems)")
-    divergence_factor = _check_real("divergence_factor", divergence_factor, 1.0, strict=True)
+    divergence_factor = check_number("divergence_factor", divergence_factor, low=1.0)
 
     b_leaves, spec = tree_flatten(b)
     if not b_leaves or not all(isinstance(t, torch.Tensor) for t in b_leaves):
@@ -130,7 +117,9 @@ def conjugate_gradient(
     batch_shape = b_leaves[0].shape[:batch_dims]
     for leaf in b_leaves:
         if leaf.ndim < batch_dims or leaf.shape[:batch_dims] != batch_shape:
-            raise ValueError(f"b has leaves with batch shapes {batch_shape} and {leaf.shape[:batch_dims]}; with batch_dims=1 all leaves need the same leading size")
+            raise ValueError(
+                f"b has leaves with batch shapes {batch_shape} and {leaf.shape[:batch_dims]}; with batch_dims=1 all leaves need the same leading size"
+            )
         if not bool(torch.isfinite(leaf).all()):
             raise ValueError("b contains non-finite values (NaN or inf)")
     b_leaves = [leaf.detach() for leaf in b_leaves]

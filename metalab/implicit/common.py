@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-import numbers
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -11,6 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from metalab.core.checks import check_int, check_number
 from metalab.implicit.cg import CGResult
 
 BATCH_MODES = ("vmap", "sequential")
@@ -18,19 +17,6 @@ BATCH_MODES = ("vmap", "sequential")
 
 class HypergradientWarning(RuntimeWarning):
     """A hypergradient came out non-finite (e.g. the inner loop diverged); it was replaced by zeros."""
-
-
-def check_int(name: str, value: Any, low: int) -> int:
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < low:
-        raise ValueError(f"{name}={value!r} is not allowed: an integer >= {low}")
-    return int(value)
-
-
-def check_real(name: str, value: Any, low: float = 0.0, strict: bool = True) -> float:
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or (value <= low if strict else value < low):
-        raise ValueError(f"{name}={value!r} is not allowed: a finite number {'>' if strict else '>='} {low}")
-    return float(value)
 
 
 @dataclass(frozen=True)
@@ -52,13 +38,15 @@ class Options:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "inner_steps", check_int("inner_steps", self.inner_steps, 0))
-        object.__setattr__(self, "inner_lr", check_real("inner_lr", self.inner_lr))
-        object.__setattr__(self, "l2", check_real("l2", self.l2, strict=False))
+        object.__setattr__(self, "inner_lr", check_number("inner_lr", self.inner_lr))
+        object.__setattr__(self, "l2", check_number("l2", self.l2, strict=False))
         object.__setattr__(self, "cg_steps", check_int("cg_steps", self.cg_steps, 0))
-        object.__setattr__(self, "cg_tol", check_real("cg_tol", self.cg_tol, strict=False))
-        object.__setattr__(self, "prox", check_real("prox", self.prox))
+        object.__setattr__(self, "cg_tol", check_number("cg_tol", self.cg_tol, strict=False))
+        object.__setattr__(self, "prox", check_number("prox", self.prox))
         if self.batch_mode not in BATCH_MODES:
-            raise ValueError(f"batch_mode={self.batch_mode!r} is not allowed: one of " + ", ".join(map(repr, BATCH_MODES)))
+            raise ValueError(
+                f"batch_mode={self.batch_mode!r} is not allowed: one of " + ", ".join(map(repr, BATCH_MODES))
+            )
 
 
 @dataclass(frozen=True)
@@ -90,7 +78,9 @@ def check_params(params: Any, head: Any) -> tuple[dict[str, torch.Tensor], dict[
         raise ValueError(f"head={got!r} is not allowed: a dict with exactly 'weight' (C, d) and 'bias' (C,)")
     weight, bias = head["weight"], head["bias"]
     if weight.ndim != 2 or bias.ndim != 1 or bias.shape[0] != weight.shape[0]:
-        raise ValueError(f"head has weight {tuple(weight.shape)} and bias {tuple(bias.shape)}; expected (C, d) and (C,)")
+        raise ValueError(
+            f"head has weight {tuple(weight.shape)} and bias {tuple(bias.shape)}; expected (C, d) and (C,)"
+        )
     for name, tensor in [*params.items(), ("head.weight", weight), ("head.bias", bias)]:
         if not tensor.is_floating_point():
             raise ValueError(f"{name} has dtype {tensor.dtype}; expected a floating-point tensor")
@@ -109,7 +99,9 @@ def check_tasks(
     for name, x in xs.items():
         if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.ndim < 3:
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise ValueError(f"{name} of shape/type {shape} is not allowed: a floating tensor (tasks, samples, *input_shape)")
+            raise ValueError(
+                f"{name} of shape/type {shape} is not allowed: a floating tensor (tasks, samples, *input_shape)"
+            )
         if not bool(torch.isfinite(x).all()):
             raise ValueError(f"{name} contains non-finite values (NaN or inf)")
         out[name] = x.detach().to(device=device, dtype=dtype)
@@ -127,24 +119,39 @@ def check_tasks(
             f"support_x has {out['support_x'].shape[0]} tasks and query_x {out['query_x'].shape[0]}; expected the same number >= 1"
         )
     if out["support_x"].shape[2:] != out["query_x"].shape[2:]:
-        raise ValueError(f"support_x inputs {tuple(out['support_x'].shape[2:])} and query_x inputs {tuple(out['query_x'].shape[2:])} differ")
+        raise ValueError(
+            f"support_x inputs {tuple(out['support_x'].shape[2:])} and query_x inputs {tuple(out['query_x'].shape[2:])} differ"
+        )
     if min(out["support_x"].shape[1], out["query_x"].shape[1]) < 1:
         raise ValueError("support_x and query_x need at least one sample per task")
     one_hot = lambda y: torch.nn.functional.one_hot(y, n_way).to(dtype)  # noqa: E731
-    return Tasks(out["support_x"], out["support_y"], out["query_x"], out["query_y"], one_hot(out["support_y"]), one_hot(out["query_y"]))
+    return Tasks(
+        out["support_x"],
+        out["support_y"],
+        out["query_x"],
+        out["query_y"],
+        one_hot(out["support_y"]),
+        one_hot(out["query_y"]),
+    )
 
 
 def check_backbone(backbone: Any) -> nn.Module:
     if not isinstance(backbone, nn.Module):
-        raise ValueError(f"backbone of type {type(backbone).__name__} is not allowed: a torch.nn.Module mapping (n, ...) to (n, d)")
+        raise ValueError(
+            f"backbone of type {type(backbone).__name__} is not allowed: a torch.nn.Module mapping (n, ...) to (n, d)"
+        )
     if any(True for _ in backbone.buffers()):
-        raise ValueError("backbone has buffers (e.g. BatchNorm running statistics); use track_running_stats=False (see metalab.nets)")
+        raise ValueError(
+            "backbone has buffers (e.g. BatchNorm running statistics); use track_running_stats=False (see metalab.nets)"
+        )
     return backbone
 
 
 def check_feature_dim(Z: torch.Tensor, head: dict[str, torch.Tensor]) -> None:
     if Z.shape[-1] != head["weight"].shape[-1]:
-        raise ValueError(f"the backbone gives {Z.shape[-1]} features but head['weight'] expects {head['weight'].shape[-1]}")
+        raise ValueError(
+            f"the backbone gives {Z.shape[-1]} features but head['weight'] expects {head['weight'].shape[-1]}"
+        )
 
 
 @dataclass

@@ -37,9 +37,9 @@ from metalab.implicit.common import (
     Options,
     check_backbone,
     check_feature_dim,
-    check_params,
     check_int,
-    check_real,
+    check_number,
+    check_params,
     check_tasks,
     finish,
 )
@@ -111,14 +111,24 @@ def head_solve(
             cg = conjugate_gradient(lambda u: u, zero, max_iter=0, batch_dims=1)
         else:
             cg = conjugate_gradient(
-                heads.hessian_operator(head, Zs, opts.l2), rhs, max_iter=opts.cg_steps, tol=opts.cg_tol, x0=v0, batch_dims=1
+                heads.hessian_operator(head, Zs, opts.l2),
+                rhs,
+                max_iter=opts.cg_steps,
+                tol=opts.cg_tol,
+                x0=v0,
+                batch_dims=1,
             )
         scores = heads.logits(head, Zq)
         return HeadSolve(head, cg, heads.cross_entropy(scores, Yq), heads.accuracy(scores, Yq))
 
 
 def surrogate(
-    Zs: torch.Tensor, Zq: torch.Tensor, Ys: torch.Tensor, Yq: torch.Tensor, head: dict[str, torch.Tensor], v: dict[str, torch.Tensor]
+    Zs: torch.Tensor,
+    Zq: torch.Tensor,
+    Ys: torch.Tensor,
+    Yq: torch.Tensor,
+    head: dict[str, torch.Tensor],
+    v: dict[str, torch.Tensor],
 ) -> torch.Tensor:
     """Σ_tasks f(Z_q, φ_K) − ⟨∇_φ g(Z_s, φ_K), v⟩; its θ-gradient is the hypergradient (the l2 part of
     ∇_φ g does not depend on the features and is left out)."""
@@ -267,7 +277,9 @@ def unfused_implicit_hypergradient(
             return dict(zip(phi_leaves, out))
 
         cg = conjugate_gradient(hvp, df_phi, max_iter=opts.cg_steps, tol=opts.cg_tol)
-        mixed = torch.autograd.grad(dg_phi, theta_list, grad_outputs=[cg.solution[k] for k in phi_leaves], allow_unused=True)
+        mixed = torch.autograd.grad(
+            dg_phi, theta_list, grad_outputs=[cg.solution[k] for k in phi_leaves], allow_unused=True
+        )
         for (k, p), d, m in zip(theta.items(), df_theta, mixed):
             hypergrad[k] += d - (torch.zeros_like(p) if m is None else m)
         results.append(cg)
@@ -305,7 +317,7 @@ def dense_implicit_hypergradient(
     Jacobian ∂(∇_φ g)/∂θ as explicit matrices and returns ``∇_θ f − (∂∇_φ g/∂θ)ᵀ H⁻¹ ∇_φ f`` at φ*.
     Needs ``l2 > 0`` so that H is invertible.
     """
-    l2 = check_real("l2", l2, 0.0, strict=True)
+    l2 = check_number("l2", l2)
     newton_steps = check_int("newton_steps", newton_steps, 1)
     backbone, params, head, tasks = prepare(backbone, params, head, support_x, support_y, query_x, query_y)
     C, d = head["weight"].shape
@@ -355,4 +367,11 @@ def dense_implicit_hypergradient(
         accs.append((scores.argmax(-1) == yq).to(scores.dtype).mean())
     hypergrad = {k: g / tasks.n_tasks for k, g in hypergrad.items()}
     adapted_head = {k: torch.stack([a[k] for a in adapted]) for k in head}
-    return finish("implicit_dense", hypergrad, None, torch.stack(losses).mean(), torch.stack(accs).mean(), adapted_head=adapted_head)
+    return finish(
+        "implicit_dense",
+        hypergrad,
+        None,
+        torch.stack(losses).mean(),
+        torch.stack(accs).mean(),
+        adapted_head=adapted_head,
+    )

@@ -5,9 +5,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from metalab.implicit.baselines import anil, anil_recompute, fomaml, imaml, itd_bio, itd_bio_recompute, maml
+from metalab.implicit.baselines import (
+    anil,
+    anil_recompute,
+    fomaml,
+    imaml,
+    itd_bio,
+    itd_bio_recompute,
+    maml,
+)
 from metalab.implicit.common import HypergradResult, Options
-from metalab.implicit.hypergrad import implicit_hypergradient, unfused_implicit_hypergradient
+from metalab.implicit.hypergrad import (
+    implicit_hypergradient,
+    unfused_implicit_hypergradient,
+)
 
 HYPERGRADIENTS: dict[str, Callable[..., HypergradResult]] = {
     "implicit": implicit_hypergradient,
@@ -24,7 +35,9 @@ HYPERGRADIENTS: dict[str, Callable[..., HypergradResult]] = {
 OPTION_NAMES = tuple(Options.__dataclass_fields__)
 
 
-def hypergradient(method: str, backbone, params, head, support_x, support_y, query_x, query_y, **options: Any) -> HypergradResult:
+def hypergradient(
+    method: str, backbone, params, head, support_x, support_y, query_x, query_y, **options: Any
+) -> HypergradResult:
     """``HYPERGRADIENTS[method](backbone, params, head, support_x, support_y, query_x, query_y, **options)``.
 
     Every method accepts the options of :class:`~metalab.implicit.common.Options` (those it does not
@@ -35,5 +48,7 @@ def hypergradient(method: str, backbone, params, head, support_x, support_y, que
     allowed = OPTION_NAMES + (("warm_start",) if method == "implicit" else ())
     for name in options:
         if name not in allowed:
-            raise ValueError(f"{name}={options[name]!r} is not allowed for method {method!r}: options are " + ", ".join(allowed))
+            raise ValueError(
+                f"{name}={options[name]!r} is not allowed for method {method!r}: options are " + ", ".join(allowed)
+            )
     return HYPERGRADIENTS[method](backbone, params, head, support_x, support_y, query_x, query_y, **options)

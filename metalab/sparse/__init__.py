@@ -4,7 +4,12 @@ The L1-regularised MAML ablation is :func:`metalab.gbml.meta_gradient` with ``me
 ``l1=λ``; test-time adaptation (without the regulariser) is :func:`metalab.gbml.fine_tune`.
 """
 
-from metalab.sparse.diagnostics import HeadSparsity, RIPEstimate, head_sparsity, rip_estimate
+from metalab.sparse.diagnostics import (
+    HeadSparsity,
+    RIPEstimate,
+    head_sparsity,
+    rip_estimate,
+)
 from metalab.sparse.ista import (
     ALGORITHMS,
     RECOVERY_LOSSES,
@@ -16,7 +21,13 @@ from metalab.sparse.ista import (
     soft_threshold,
     sparse_recovery,
 )
-from metalab.sparse.mlsr import HEAD_INITS, QUERY_LOSSES, body_features, mlsr_gradient, split_body
+from metalab.sparse.mlsr import (
+    HEAD_INITS,
+    QUERY_LOSSES,
+    body_features,
+    mlsr_gradient,
+    split_body,
+)
 
 __all__ = [
     "ALGORITHMS",

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
+from metalab.core.checks import check_int, check_number, check_seed
 from metalab.core.seeding import generator
-from metalab.subspace.tasks import check_int, check_number, check_seed
 
 
 @dataclass
@@ -56,7 +56,9 @@ class RIPEstimate:
     dead_columns: int
 
 
-def rip_estimate(Phi: torch.Tensor, k: int, *, trials: int = 200, seed: int = 0, zero_tol: float = 1e-12) -> RIPEstimate:
+def rip_estimate(
+    Phi: torch.Tensor, k: int, *, trials: int = 200, seed: int = 0, zero_tol: float = 1e-12
+) -> RIPEstimate:
     """Coherence and a sampled restricted-isometry estimate for a feature matrix Φ (n, p) of one task.
 
     Columns are normalised to unit length (columns of norm <= ``zero_tol`` are dropped and counted);

@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from metalab.subspace.tasks import check_choice, check_int, check_number
+from metalab.core.checks import check_choice, check_int, check_number
 
 RECOVERY_LOSSES = ("mse", "mae")
 ALGORITHMS = ("ista", "fista")
@@ -54,7 +54,12 @@ def _soft(z: torch.Tensor, tau: float | torch.Tensor) -> torch.Tensor:
 def check_penalty(name: str, value: Any) -> float | torch.Tensor:
     """A finite number >= 0, or a tensor of them (per-coordinate strengths)."""
     if isinstance(value, torch.Tensor):
-        if value.is_complex() or not value.is_floating_point() or not bool(torch.isfinite(value).all()) or bool((value < 0).any()):
+        if (
+            value.is_complex()
+            or not value.is_floating_point()
+            or not bool(torch.isfinite(value).all())
+            or bool((value < 0).any())
+        ):
             raise ValueError(f"{name} is not allowed: a finite number >= 0 or a tensor of finite numbers >= 0")
         return value
     return check_number(name, value, strict=False, hint=", or a tensor of such numbers")
@@ -76,11 +81,15 @@ def _as_batch(Phi: Any, y: Any, w0: Any) -> tuple[torch.Tensor, torch.Tensor, to
     Phi_b = Phi if batched else Phi.unsqueeze(0)
     B, n, p = Phi_b.shape
     if not isinstance(y, torch.Tensor) or not y.is_floating_point() or y.ndim - batched not in (1, 2):
-        raise ValueError("y is not allowed: a floating tensor (n,) or (n, m), with a leading task axis when Phi has one")
+        raise ValueError(
+            "y is not allowed: a floating tensor (n,) or (n, m), with a leading task axis when Phi has one"
+        )
     vector = y.ndim - batched == 1
     y_b = (y if batched else y.unsqueeze(0)).unsqueeze(-1) if vector else (y if batched else y.unsqueeze(0))
     if tuple(y_b.shape[:2]) != (B, n):
-        raise ValueError(f"y has shape {tuple(y.shape)}; expected it to start with {tuple(Phi.shape[:-1])} to match Phi")
+        raise ValueError(
+            f"y has shape {tuple(y.shape)}; expected it to start with {tuple(Phi.shape[:-1])} to match Phi"
+        )
     out_shape = (*((B,) if batched else ()), p, *(() if vector else (y_b.shape[-1],)))
     w0_b = None
     if w0 is not None:
@@ -101,7 +110,9 @@ def _data_grad(Phi: torch.Tensor, y: torch.Tensor, w: torch.Tensor, loss: str) -
     return Phi.transpose(-1, -2) @ residual / Phi.shape[-2]
 
 
-def objective(Phi: torch.Tensor, y: torch.Tensor, w: torch.Tensor, lam: float | torch.Tensor, loss: str = "mse") -> torch.Tensor:
+def objective(
+    Phi: torch.Tensor, y: torch.Tensor, w: torch.Tensor, lam: float | torch.Tensor, loss: str = "mse"
+) -> torch.Tensor:
     """The recovery objective per task (batched shapes: Φ (B, n, p), y (B, n, m), w (B, p, m))."""
     residual = Phi @ w - y
     data = residual.abs().sum((-1, -2)) if loss == "mae" else 0.5 * residual.square().sum((-1, -2))
@@ -134,9 +145,15 @@ def sparse_recovery(
     if step_size is None:
         eta = 1.0 / lipschitz_constant(Phi_b).clamp_min(torch.finfo(Phi_b.dtype).tiny)
     else:
-        eta = torch.full((Phi_b.shape[0],), check_number("step_size", step_size), dtype=Phi_b.dtype, device=Phi_b.device)
+        eta = torch.full(
+            (Phi_b.shape[0],), check_number("step_size", step_size), dtype=Phi_b.dtype, device=Phi_b.device
+        )
     eta3 = eta[:, None, None]
-    w = torch.zeros(Phi_b.shape[0], Phi_b.shape[-1], y_b.shape[-1], dtype=Phi_b.dtype, device=Phi_b.device) if w0_b is None else w0_b
+    w = (
+        torch.zeros(Phi_b.shape[0], Phi_b.shape[-1], y_b.shape[-1], dtype=Phi_b.dtype, device=Phi_b.device)
+        if w0_b is None
+        else w0_b
+    )
     point, t = w, 1.0
     for k in range(steps):
         size = eta3 / math.sqrt(k + 1) if loss == "mae" else eta3
@@ -149,14 +166,20 @@ def sparse_recovery(
         else:
             point = w_next
         w = w_next
-    return RecoveryResult(coef=w.reshape(out_shape), step_size=eta, objective=objective(Phi_b, y_b, w, lam, loss), steps=steps)
+    return RecoveryResult(
+        coef=w.reshape(out_shape), step_size=eta, objective=objective(Phi_b, y_b, w, lam, loss), steps=steps
+    )
 
 
-def ista(Phi, y, lam, *, steps: int = 100, step_size: float | None = None, w0=None, loss: str = "mse") -> RecoveryResult:
+def ista(
+    Phi, y, lam, *, steps: int = 100, step_size: float | None = None, w0=None, loss: str = "mse"
+) -> RecoveryResult:
     """ISTA (proximal gradient); see :func:`sparse_recovery` for shapes and options."""
     return sparse_recovery(Phi, y, lam, algorithm="ista", steps=steps, step_size=step_size, w0=w0, loss=loss)
 
 
-def fista(Phi, y, lam, *, steps: int = 100, step_size: float | None = None, w0=None, loss: str = "mse") -> RecoveryResult:
+def fista(
+    Phi, y, lam, *, steps: int = 100, step_size: float | None = None, w0=None, loss: str = "mse"
+) -> RecoveryResult:
     """FISTA (proximal gradient with Nesterov momentum); see :func:`sparse_recovery`."""
     return sparse_recovery(Phi, y, lam, algorithm="fista", steps=steps, step_size=step_size, w0=w0, loss=loss)

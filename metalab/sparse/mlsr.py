@@ -25,6 +25,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
+from metalab.core.checks import check_choice, check_int, check_number
 from metalab.gbml.core import (
     MetaGradient,
     Pair,
@@ -34,8 +35,12 @@ from metalab.gbml.core import (
     gradient_of_mean,
     make_result,
 )
-from metalab.sparse.ista import ALGORITHMS, RECOVERY_LOSSES, check_penalty, sparse_recovery
-from metalab.subspace.tasks import check_choice, check_int, check_number
+from metalab.sparse.ista import (
+    ALGORITHMS,
+    RECOVERY_LOSSES,
+    check_penalty,
+    sparse_recovery,
+)
 
 HEAD_INITS = ("learned", "zero")
 QUERY_LOSSES = ("mse", "ce")
@@ -104,14 +109,28 @@ def mlsr_gradient(
     if query_loss == "ce":
         sy = nn.functional.one_hot(sy, n_out).to(dtype) if int(sy.max()) < n_out and int(sy.min()) >= 0 else None
         if sy is None:
-            raise ValueError(f"support labels are not allowed: integers in 0..{n_out - 1} (the output layer has {n_out} units)")
+            raise ValueError(
+                f"support labels are not allowed: integers in 0..{n_out - 1} (the output layer has {n_out} units)"
+            )
     elif sy.shape[-1] != n_out:
         raise ValueError(f"support y has {sy.shape[-1]} outputs per sample but the output layer has {n_out}")
 
     options = dict(algorithm=algorithm, steps=steps, step_size=step_size, loss=loss)
     grads, losses, w_hat = gradient_of_mean(
-        partial(_mlsr_losses, body, prefix, sx=sx, sy=sy, qx=qx, qy=qy, lam=lam, query_loss=query_loss,
-                second_order=second_order, head_init=head_init, options=options),
+        partial(
+            _mlsr_losses,
+            body,
+            prefix,
+            sx=sx,
+            sy=sy,
+            qx=qx,
+            qy=qy,
+            lam=lam,
+            query_loss=query_loss,
+            second_order=second_order,
+            head_init=head_init,
+            options=options,
+        ),
         params,
     )
     return make_result("mlsr", grads, losses, recovered_head=w_hat)

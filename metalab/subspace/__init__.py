@@ -10,7 +10,11 @@ from metalab.subspace.baselines import (
     oracle,
     single_task_ols,
 )
-from metalab.subspace.meta_sp import MetaSPStep, iterate_meta_subspace_pursuit, meta_subspace_pursuit
+from metalab.subspace.meta_sp import (
+    MetaSPStep,
+    iterate_meta_subspace_pursuit,
+    meta_subspace_pursuit,
+)
 from metalab.subspace.metrics import coef_error, few_shot_mse, fit_heads, sin_theta
 from metalab.subspace.registry import METHODS, fit
 from metalab.subspace.result import DivergenceWarning, SubspaceResult

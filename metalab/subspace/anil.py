@@ -18,16 +18,14 @@ from typing import Any
 
 import torch
 
+from metalab.core.checks import check_int, check_number, check_seed
 from metalab.core.seeding import generator
 from metalab.subspace.linalg import orthonormal_columns
 from metalab.subspace.result import State, SubspaceResult, run
 from metalab.subspace.tasks import (
     TaskTensors,
     as_task_tensors,
-    check_int,
-    check_number,
     check_rank,
-    check_seed,
     check_true_basis,
 )
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from metalab.core.checks import check_choice, check_int, check_number, check_seed
 from metalab.core.seeding import generator
 from metalab.subspace.linalg import top_right_singular_vectors
 from metalab.subspace.result import State, SubspaceResult, run
@@ -21,11 +22,7 @@ from metalab.subspace.tasks import (
     TaskTensors,
     as_task_tensors,
     check_basis,
-    check_choice,
-    check_int,
-    check_number,
     check_rank,
-    check_seed,
     check_step_size,
     check_true_basis,
 )
@@ -253,7 +250,11 @@ def nuclear_norm(
     """
     data = as_task_tensors(X, y)
     rank = check_rank(rank, data)
-    lam = _default_lambda(data) if lam is None else check_number("lam", lam, strict=False, hint=", or None for the default")
+    lam = (
+        _default_lambda(data)
+        if lam is None
+        else check_number("lam", lam, strict=False, hint=", or None for the default")
+    )
     step = check_step_size(step_size, "1/max_t λ_max(X_tᵀX_t/m_t)")
     max_iter, tol = _check_iterations(max_iter, tol)
     truth = check_true_basis(true_basis, data)

@@ -21,14 +21,12 @@ from typing import Any
 
 import torch
 
+from metalab.core.checks import check_choice, check_int, check_number
 from metalab.subspace.linalg import top_right_singular_vectors
-from metalab.subspace.result import IterationStep, SubspaceResult, State, collect, trace
+from metalab.subspace.result import IterationStep, State, SubspaceResult, collect, trace
 from metalab.subspace.tasks import (
     TaskTensors,
     as_task_tensors,
-    check_choice,
-    check_int,
-    check_number,
     check_rank,
     check_step_size,
     check_true_basis,

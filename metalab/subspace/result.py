@@ -74,7 +74,9 @@ def trace(
     for iteration, (coef, basis, objective) in enumerate(states):
         value = float(objective)
         reference = abs(value) if reference is None else reference
-        if not (math.isfinite(value) and value <= BLOW_UP * max(reference, 1e-300) and bool(torch.isfinite(coef).all())):
+        if not (
+            math.isfinite(value) and value <= BLOW_UP * max(reference, 1e-300) and bool(torch.isfinite(coef).all())
+        ):
             warnings.warn(
                 f"{method} diverged at iteration {iteration} (objective {value:.3g}); returning the last finite "
                 "iterate with converged=False. A smaller step_size usually helps.",
