@@ -55,7 +55,7 @@ def _part(frame: pd.DataFrame, part: str) -> pd.DataFrame:
     return frame[frame["part"] == part]
 
 
-def _log_floor(rows: pd.DataFrame, column: str) -> float:
+def log_floor(rows: pd.DataFrame, column: str) -> float:
     """A lower limit for a log axis: a decade under the smallest value of the methods that estimate
     (the oracle's exact zero, ~1e-16, would otherwise squash every other curve); at least 1e-12."""
     estimated = rows.loc[rows["method"] != "oracle", column]
@@ -71,7 +71,7 @@ def convergence_figure(frame: pd.DataFrame) -> Figure | None:
     if rows.empty:
         return None
     rows = rows.dropna(subset=["sin_theta"])
-    floor = _log_floor(rows, "sin_theta")
+    floor = log_floor(rows, "sin_theta")
     fig = Figure(figsize=(7, 4.2), layout="constrained")
     ax = fig.add_subplot()
     for method, group in rows.groupby("method", sort=False):
@@ -108,7 +108,7 @@ def samples_figure(frame: pd.DataFrame) -> Figure | None:
         return None
     fig = Figure(figsize=(10, 4), layout="constrained")
     error_ax, mse_ax = fig.subplots(1, 2)
-    error_floor = _log_floor(rows, "sin_theta")
+    error_floor = log_floor(rows, "sin_theta")
     for method, group in rows.groupby("method", sort=False):
         _mean_band(error_ax, group, "n_samples", "sin_theta", method, error_floor)
         _mean_band(mse_ax, group, "n_samples", "few_shot_mse", method, 0.0)

@@ -367,3 +367,15 @@ def test_cuda_smoke():
     gpu = meta_subspace_pursuit(data.X, data.y, 2, max_iter=30)
     assert sin_theta(gpu.basis.cpu(), cpu.basis) < 1e-8
     assert final_sin(meta_subspace_pursuit(data.X, data.y, 2, true_basis=data.basis)) < 1e-6
+
+
+def test_streamed_seconds_exclude_the_consumers_time():
+    import time
+
+    tasks = hps_tasks(20, 3, 100, 10, 0.1, seed=0)
+    seconds = []
+    for step in iterate_meta_subspace_pursuit(tasks.X, tasks.y, 3, max_iter=20, true_basis=tasks.basis):
+        time.sleep(0.02)  # a slow consumer, e.g. a dashboard redrawing between steps
+        seconds.append(step.seconds)
+    assert seconds == sorted(seconds)
+    assert seconds[-1] < 0.2  # 21 steps x 0.02 s of sleeping would already be 0.42 s

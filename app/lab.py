@@ -1,0 +1,295 @@
+"""What every paper page of the dashboard shares; the pages only choose controls and draw.
+
+* **URL state**: controls are created with ``**url(name)``, which binds the widget to the query
+  parameter ``name`` (Streamlit's ``bind="query-params"``): the URL always holds the non-default
+  settings, and opening a copied link restores them (invalid values in a link are dropped).
+* **Validation**: :func:`build_config` turns the control values into the experiment's config and
+  explains a ``ConfigError``/``ValueError`` with ``st.error`` (field, value, what is allowed).
+* **Live runs**: :func:`live_run` consumes ``run(config)``, redrawing into a placeholder at most every
+  ``REDRAW_SECONDS`` and once at the end, with a progress bar from ``record.progress`` and a Stop
+  button.  A click on any control interrupts the running script (Streamlit's fast reruns); the Stop
+  button's callback keeps the records drawn so far, which the page then shows as a stopped run.
+* **Cache**: finished runs are kept per ``experiment + config.to_json()`` in a process-wide LRU store,
+  so returning to a configuration (or opening its link) shows it at once without recomputing.
+* **Downloads**: :func:`downloads` offers the records as CSV and the figure as PNG.
+
+No algorithm code lives here or in the pages: they build a config and read the record stream.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from metalab.core import Config, ConfigError, Record
+
+#: seconds between redraws of a streaming chart (plus one final redraw)
+REDRAW_SECONDS = 0.3
+#: finished runs kept in memory (all sessions together)
+CACHE_ENTRIES = 48
+
+
+def url(name: str) -> dict[str, Any]:
+    """Widget keyword arguments that bind the control to the URL query parameter ``name``."""
+    return {"key": name, "bind": "query-params"}
+
+
+# --------------------------------------------------------------------------------------------
+# configs
+
+
+def build_config(
+    config_cls: type[Config],
+    values: Mapping[str, Any],
+    *,
+    preset: str = "quick",
+    labels: Mapping[str, str] | None = None,
+) -> Config | None:
+    """``config_cls.preset(preset, **values)``, or ``None`` after explaining why it is invalid."""
+    labels = labels or {}
+    try:
+        return config_cls.preset(preset, **values)
+    except ConfigError as error:
+        label = labels.get(error.field, error.field)
+        shown = ", ".join(map(str, error.value)) if isinstance(error.value, tuple) else error.value
+        st.error(
+            f"**These settings do not fit together.** {label} (`{error.field}`) = `{shown}` is not allowed: "
+            f"it must be {error.allowed}.\n\nChange the control and the run starts again.",
+            icon=":material/block:",
+        )
+    except ValueError as error:
+        st.error(f"**Invalid settings.** {error}", icon=":material/block:")
+    return None
+
+
+def cli_command(experiment: str, config: Config, preset: str = "quick") -> str:
+    """The ``metalab run`` command line that reproduces ``config`` from the files side."""
+    base = type(config).preset(preset).to_dict()
+    parts = [f"metalab run {experiment}"] + ([f"--preset {preset}"] if preset != "quick" else [])
+    for name, value in config.to_dict().items():
+        if value != base[name]:
+            shown = ",".join(map(str, value)) if isinstance(value, tuple) else value
+            parts.append(f"--set {name}={shown}")
+    return " ".join(parts + [f"--out runs/{experiment}"])
+
+
+# --------------------------------------------------------------------------------------------
+# results: a process-wide cache of finished runs, a per-session record of stopped ones
+
+
+@dataclasses.dataclass
+class RunResult:
+    """The records of one run as a DataFrame, whether it finished, and what it cost."""
+
+    frame: pd.DataFrame
+    complete: bool
+    progress: float
+    seconds: float
+    error: str | None = None
+    #: derived artefacts worth keeping with the result (e.g. the PNG bytes of its figure)
+    extras: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+class ResultStore:
+    """A small thread-safe LRU mapping ``key -> RunResult`` of finished runs."""
+
+    def __init__(self, entries: int = CACHE_ENTRIES):
+        self._entries = entries
+        self._items: OrderedDict[str, RunResult] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> RunResult | None:
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+            return None
+
+    def put(self, key: str, result: RunResult) -> None:
+        with self._lock:
+            self._items[key] = result
+            self._items.move_to_end(key)
+            while len(self._items) > self._entries:
+                self._items.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+@st.cache_resource(show_spinner=False)
+def result_store() -> ResultStore:
+    """The dashboard's store of finished runs, shared by every session of this server."""
+    return ResultStore()
+
+
+def run_key(experiment: str, config: Config) -> str:
+    return f"{experiment}:{config.to_json()}"
+
+
+def _session_dict(name: str) -> dict:
+    return st.session_state.setdefault(name, {})
+
+
+def _request_stop(key: str) -> None:
+    """Stop-button callback (runs before the rerun): keep the interrupted run's records."""
+    running = _session_dict("_lab_running").pop(key, None)
+    if running is not None:
+        rows, state = running
+        _session_dict("_lab_stopped")[key] = RunResult(
+            pd.DataFrame(rows), complete=False, progress=state["progress"], seconds=state["seconds"]
+        )
+
+
+def _forget_stop(key: str) -> None:
+    _session_dict("_lab_stopped").pop(key, None)
+
+
+# --------------------------------------------------------------------------------------------
+# the live loop
+
+
+def live_run(
+    key: str,
+    records: Callable[[], Iterable[Record]],
+    draw: Callable[[Any, pd.DataFrame, bool], None],
+    *,
+    progress: Callable[[Record], float | None] | None = None,
+    every: float = REDRAW_SECONDS,
+) -> RunResult:
+    """Show the run ``key``: from the cache, as stopped earlier, or live from ``records()``.
+
+    ``draw(target, frame, running)`` draws ``frame`` into ``target`` (an ``st.empty`` placeholder);
+    it is called every ``every`` seconds while records stream in and once at the end.  ``progress``
+    maps a record to the fraction of the run done (default ``record.progress``; a page can refine the
+    experiment's per-unit stamps); the bar never moves backwards.
+    """
+    status = st.container()
+    target = st.empty()
+
+    cached = result_store().get(key)
+    if cached is not None:
+        draw(target, cached.frame, False)
+        status.caption(
+            f"{len(cached.frame)} records, computed in {cached.seconds:.1f} s (cached: this "
+            "configuration was run before)."
+        )
+        return cached
+
+    stopped = _session_dict("_lab_stopped").get(key)
+    if stopped is not None:
+        if not stopped.frame.empty:
+            draw(target, stopped.frame, False)
+        with status:
+            left, right = st.columns([5, 1], vertical_alignment="center")
+            left.warning(
+                f"Stopped at {stopped.progress:.0%}: showing the {len(stopped.frame)} records drawn before the stop.",
+                icon=":material/stop_circle:",
+            )
+            right.button(
+                "Run again",
+                on_click=_forget_stop,
+                args=(key,),
+                icon=":material/replay:",
+                type="primary",
+                key="_lab_run_again",
+            )
+        return stopped
+
+    running = _session_dict("_lab_running")
+    running.clear()  # runs interrupted by another control are dropped; only a Stop keeps records
+    rows: list[dict[str, Any]] = []
+    state = {"progress": 0.0, "seconds": 0.0}
+    running[key] = (rows, state)
+    with status:
+        left, right = st.columns([5, 1], vertical_alignment="center")
+        bar_slot = left.empty()
+        bar = bar_slot.progress(0.0, text="Starting…")
+        stop_slot = right.empty()
+        stop_slot.button("Stop", on_click=_request_stop, args=(key,), icon=":material/stop_circle:", key="_lab_stop")
+
+    start = time.perf_counter()
+    last_draw = -float("inf")
+    error = None
+    try:
+        for record in records():
+            rows.append(record.as_row())
+            done = record.progress if progress is None else progress(record)
+            if done is not None:
+                state["progress"] = max(state["progress"], min(float(done), 1.0))
+            state["seconds"] = time.perf_counter() - start
+            if time.perf_counter() - last_draw >= every:
+                draw(target, pd.DataFrame(rows), True)
+                bar.progress(
+                    state["progress"],
+                    text=f"Running: {state['progress']:.0%} · {len(rows)} records · "
+                    f"latest {record.method}, step {record.step}",
+                )
+                last_draw = time.perf_counter()
+    except Exception as exc:  # noqa: BLE001 - shown in the page, never as a traceback
+        error = f"{type(exc).__name__}: {exc}"
+    running.pop(key, None)
+    stop_slot.empty()
+    seconds = time.perf_counter() - start
+    frame = pd.DataFrame(rows)
+    if not frame.empty:
+        draw(target, frame, False)
+    if error is not None:
+        bar_slot.empty()
+        status.error(f"**The run failed** after {len(rows)} records: {error}", icon=":material/error:")
+        return RunResult(frame, complete=False, progress=state["progress"], seconds=seconds, error=error)
+    bar_slot.caption(f"Done: {len(rows)} records in {seconds:.1f} s.")
+    result = RunResult(frame, complete=True, progress=1.0, seconds=seconds)
+    result_store().put(key, result)
+    return result
+
+
+# --------------------------------------------------------------------------------------------
+# downloads
+
+
+def figure_png(figure: Any, dpi: int = 150) -> bytes:
+    """A matplotlib figure as PNG bytes."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi)
+    return buffer.getvalue()
+
+
+def downloads(result: RunResult, stem: str, make_figure: Callable[[pd.DataFrame], Any] | None = None) -> None:
+    """Download buttons for the records (CSV) and, when ``make_figure`` draws one, the figure (PNG)."""
+    if result.frame.empty:
+        return
+    left, right, _ = st.columns([1, 1, 3])
+    left.download_button(
+        "Records (CSV)",
+        result.frame.to_csv(index=False).encode(),
+        file_name=f"{stem}.csv",
+        mime="text/csv",
+        on_click="ignore",
+        icon=":material/download:",
+        key=f"_lab_csv_{stem}",
+    )
+    if make_figure is None:
+        return
+    png_key = f"png:{stem}"
+    if png_key not in result.extras:
+        figure = make_figure(result.frame)
+        result.extras[png_key] = None if figure is None else figure_png(figure)
+    if result.extras[png_key] is not None:
+        right.download_button(
+            "Figure (PNG)",
+            result.extras[png_key],
+            file_name=f"{stem}.png",
+            mime="image/png",
+            on_click="ignore",
+            icon=":material/image:",
+            key=f"_lab_png_{stem}",
+        )

@@ -1,0 +1,169 @@
+"""The dashboard in a real browser: `metalab app` on a free port, driven by the system Chromium.
+
+Needs Debian's ``chromium`` (``apt-get install chromium``); skipped without it, except on CI
+(``CI=true``), where a missing browser is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+PAGE = "Meta_Subspace_Pursuit"
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason} (required on CI)")
+    pytest.skip(reason)
+
+
+def _chromium() -> str:
+    path = shutil.which("chromium") or "/usr/bin/chromium"
+    if not os.path.exists(path):
+        _unavailable("Chromium is not installed: `apt-get install chromium` to run the browser tests")
+    return path
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def dashboard(repo_root: Path, tmp_path_factory: pytest.TempPathFactory):
+    """`metalab app` on a free localhost port (one server for this module); yields its base URL and
+    always stops it."""
+    port = _free_port()
+    log_path = tmp_path_factory.mktemp("dashboard") / "server.log"
+    log = log_path.open("w")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "metalab.cli", "app", "--port", str(port)],
+        cwd=repo_root,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if server.poll() is not None:
+                pytest.fail(f"the dashboard exited with {server.returncode}:\n{log_path.read_text()}")
+            try:
+                with urllib.request.urlopen(f"{base}/_stcore/health", timeout=2) as answer:
+                    if answer.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail("the dashboard did not answer within 60 s")
+            time.sleep(0.25)
+        yield base
+    finally:
+        # `metalab app` runs streamlit as a child: stop the whole process group
+        try:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(timeout=10)
+        except ProcessLookupError:
+            pass
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=10)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    executable = _chromium()
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _unavailable("playwright (the Python package) is not installed")
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+def _chart_title(chart) -> str:
+    """The chart's title text (Vega draws it into the chart's SVG)."""
+    return " ".join(chart.locator("svg text").all_text_contents())
+
+
+def _wait_for_final_chart(page, chart, expected: str, timeout_s: float = 90) -> str:
+    """Wait until the chart shows ``expected`` and is no longer marked as running; return its text."""
+    deadline = time.monotonic() + timeout_s
+    text = ""
+    while time.monotonic() < deadline:
+        if chart.count():
+            text = _chart_title(chart.first)
+            if expected in text and "running" not in text:
+                return text
+        page.wait_for_timeout(200)
+    pytest.fail(f"the chart never showed {expected!r} as a finished run; last text: {text[:300]!r}")
+
+
+def test_meta_sp_chart_follows_a_slider(dashboard, browser, tmp_path):
+    page = browser.new_page(viewport={"width": 1400, "height": 1300})
+    page.goto(f"{dashboard}/{PAGE}")
+    chart = page.get_by_test_id("stVegaLiteChart")
+    before_text = _wait_for_final_chart(page, chart, "m = 10 samples per task")
+    before_image = chart.first.screenshot()
+    page.screenshot(path=str(tmp_path / "meta_sp_before.png"))
+
+    slider = page.get_by_test_id("stSlider").filter(has_text="samples per task m")
+    thumb = slider.get_by_role("slider")
+    thumb.focus()
+    for _ in range(5):
+        thumb.press("ArrowRight")
+
+    after_text = _wait_for_final_chart(page, chart, "m = 15 samples per task")
+    after_image = chart.first.screenshot()
+    page.screenshot(path=str(tmp_path / "meta_sp_after.png"))
+    assert after_text != before_text
+    assert after_image != before_image  # the curves were redrawn, not only the title
+    assert "n_samples=15" in page.url  # the view is in the link
+    page.close()
+
+
+def test_stop_keeps_what_was_drawn(dashboard, browser, tmp_path):
+    # a long run (tens of seconds): Meta-SP streams one record per iteration of 1000
+    page = browser.new_page(viewport={"width": 1400, "height": 1300})
+    page.goto(f"{dashboard}/{PAGE}?n_tasks=500&d=100&max_iter=1000&methods=meta_sp&methods=nuclear_norm")
+    page.get_by_text("Running:").wait_for(timeout=60_000)
+    page.get_by_test_id("stVegaLiteChart").first.wait_for(timeout=30_000)
+    page.wait_for_timeout(1500)  # let a few redraws happen
+    page.get_by_role("button", name="Stop").click()
+    stopped = page.get_by_text("Stopped at")
+    stopped.wait_for(timeout=30_000)
+    percent = int(stopped.inner_text().split("Stopped at ")[1].split("%")[0])
+    assert percent < 100  # stopped mid-run, not after the end
+    page.get_by_role("button", name="Run again").wait_for(timeout=10_000)
+    page.get_by_role("button", name="Stop").wait_for(state="detached", timeout=30_000)  # the rerun finished
+    assert page.get_by_test_id("stVegaLiteChart").count() == 1  # the partial curves stay on the page
+    assert page.get_by_text("(partial run)").count() == 1
+    page.screenshot(path=str(tmp_path / "meta_sp_stopped.png"))
+    page.close()
