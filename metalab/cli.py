@@ -66,6 +66,8 @@ def _lab(args: argparse.Namespace) -> int:
         "--ServerApp.ip=127.0.0.1",
         f"--ServerApp.port={args.port}",
     ]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:  # containers often run as root, which Jupyter refuses by default
+        command.append("--allow-root")
     return subprocess.call(command, cwd=REPO_ROOT)
 
 

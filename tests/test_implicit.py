@@ -223,7 +223,7 @@ def test_maml_matches_finite_difference_of_unrolled_query_loss():
             grads = torch.autograd.grad(loss, list(w.values()))
             w = {k: (v - lr * g).detach().requires_grad_(True) for (k, v), g in zip(w.items(), grads)}
         z = features(net, {k[2:]: v for k, v in w.items() if k.startswith("b.")}, qx[0])
-        return float(F.cross_entropy(F.linear(z, w["h.weight"], w["h.bias"]), qy[0]))
+        return float(F.cross_entropy(F.linear(z, w["h.weight"], w["h.bias"]), qy[0]).detach())
 
     result = maml(net, params, head, sx, sy, qx, qy, inner_steps=K, inner_lr=lr, l2=l2)
     g = torch.Generator().manual_seed(9)
