@@ -1,0 +1,178 @@
+"""The memory-reduced meta-learning experiment's record stream, its figures and the CLI that writes it."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.figure import Figure
+
+from metalab.cli import main
+from metalab.core import ConfigError, collect
+from metalab.experiments import get_experiment
+from metalab.experiments.memory_reduced import (
+    ALL_METHODS,
+    MemoryReducedConfig,
+    confidence_interval,
+    figures,
+    memory_ratios,
+    run,
+)
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+TIMING = ["seconds", "seconds_per_task", "train_seconds"]
+SMALL = dict(dataset="glyphs", hidden=4, queries=3, timing_repeats=1)
+
+
+def small(**changes) -> MemoryReducedConfig:
+    return MemoryReducedConfig(**{**SMALL, **changes})
+
+
+def test_memory_part_shows_implicit_flat_and_unrolled_methods_growing_in_k():
+    config = small(parts=("memory",), methods=("implicit", "maml", "anil_recompute", "anil"), k_grid=(1, 5, 10))
+    frame = collect(run(config))
+    graph = frame.pivot_table(index="inner_steps", columns="method", values="graph_mb")
+    assert list(graph.index) == [1, 5, 10]
+    implicit = graph["implicit"]
+    assert implicit.max() <= 1.10 * implicit.min()
+    for method in ("maml", "anil_recompute"):
+        assert graph[method].is_monotonic_increasing and graph[method].iloc[-1] > 2 * graph[method].iloc[0], method
+    assert graph.loc[10, "implicit"] < 0.5 * graph.loc[10, "maml"]
+    assert (frame["seconds_per_task"] > 0).all() and frame["cuda_peak_mb"].isna().all()
+    assert frame["graph_bytes"].dtype.kind == "i" and set(frame["dataset"]) == {"glyphs"}
+    ratios = memory_ratios(frame)
+    assert ratios["implicit_vs_maml"] < 0.5 and ratios["implicit_k_max_vs_k_min"] == pytest.approx(1.0, abs=0.1)
+
+
+def test_training_part_streams_increasing_steps_and_wall_clock_with_finite_accuracies():
+    config = small(parts=("training",), methods=("implicit", "maml"), shots=(1,), meta_iterations=4, eval_every=2)
+    frame = collect(run(config))
+    for method, rows in frame.groupby("method"):
+        assert rows["step"].tolist() == [0, 2, 4], method
+        seconds = rows["seconds"].to_numpy()
+        assert seconds[0] == 0.0 and np.all(np.diff(seconds) > 0), method
+        assert rows["test_accuracy"].between(0, 1).all()
+        assert np.isfinite(rows["train_query_loss"].iloc[1:]).all()
+    assert set(frame["method"]) == {"implicit", "maml"} and set(frame["shots"]) == {1}
+
+
+def test_cg_part_reports_failure_without_ridge_and_convergence_with_it():
+    config = small(parts=("cg",), cg_lams=(0.0, 0.1), cg_max_steps=40, error_k_grid=(1, 20, 200), cg_grid=(1, 5, 40))
+    frame = collect(run(config))
+    residual = frame[frame["sweep"] == "residual"]
+    assert set(residual.columns) >= {"lam", "cg_step", "residual", "status"}
+    singular = residual[residual["lam"] == 0.0]
+    # 1-shot 5-way: 5 support points against a 5 x (4 + 1) head, so the head Hessian is singular at lambda = 0
+    assert int(singular["head_params"].iloc[0]) > int(singular["support"].iloc[0])
+    assert singular["failed"].all() and set(singular["status"]) <= {"diverged", "nonpositive_curvature"}
+    ridge = residual[residual["lam"] == 0.1].sort_values("cg_step")
+    assert not ridge["failed"].any() and ridge["status"].iloc[0] == "converged"
+    assert ridge["relative_residual"].iloc[-1] < 1e-8 < ridge["relative_residual"].iloc[0]
+    for sweep in ("inner_steps", "cg_steps"):
+        errors = frame[frame["sweep"] == sweep].sort_values("step")["hypergrad_error"].to_numpy()
+        assert errors[-1] < 0.1 * errors[0], (sweep, errors)
+
+
+def test_final_part_gives_accuracy_with_a_confidence_interval():
+    config = small(parts=("final",), methods=("anil",), shots=(1,), meta_iterations=2, final_episodes=12)
+    frame = collect(run(config))
+    episodes = frame[frame["benchmark"] == "episodes"]
+    assert len(episodes) == 1
+    row = episodes.iloc[0]
+    assert row["episodes"] == 12 and 0 <= row["accuracy"] <= 1 and 0 < row["ci95"] < 0.5
+    assert confidence_interval(np.array([0.0, 1.0])) == pytest.approx(1.96 * math.sqrt(0.5) / math.sqrt(2))
+
+
+def test_same_seed_gives_the_same_records_except_timings():
+    config = small(
+        parts=("memory", "training"), methods=("implicit", "anil"), shots=(1,), k_grid=(1, 3), meta_iterations=2
+    )
+    first, second = collect(run(config)), collect(run(config))
+    keep = [c for c in first.columns if c not in TIMING + ["progress"]]
+    pd.testing.assert_frame_equal(first[keep], second[keep])
+    other = collect(run(config.replace(seed=1)))
+    assert not np.allclose(first["test_accuracy"].dropna(), other["test_accuracy"].dropna())
+
+
+def test_config_errors_name_the_field_the_value_and_what_is_allowed(tmp_path, monkeypatch):
+    with pytest.raises(ConfigError, match=r"ways=7 is not allowed: at most 5, the number of test classes"):
+        MemoryReducedConfig(dataset="digits", ways=7)
+    with pytest.raises(ConfigError, match=r"inner_steps=-1 is not allowed: a finite number >= 0"):
+        MemoryReducedConfig(inner_steps=-1)
+    with pytest.raises(ConfigError, match=r"cg_steps=-2 is not allowed"):
+        MemoryReducedConfig(cg_steps=-2)
+    with pytest.raises(ConfigError, match=r"l2=-0.1 is not allowed: a finite number >= 0"):
+        MemoryReducedConfig(l2=-0.1)
+    with pytest.raises(ConfigError, match=r"k_grid=-5 is not allowed"):
+        MemoryReducedConfig(k_grid=(1, -5))
+    with pytest.raises(ConfigError, match=r"methods='protonet' is not allowed: one of"):
+        MemoryReducedConfig(methods=("implicit", "protonet"))
+    with pytest.raises(ConfigError, match=r"shots=19 is not allowed: shots \+ queries <= 20"):
+        MemoryReducedConfig(shots=(1, 19))
+    with pytest.raises(ConfigError, match=r"dataset='imagenet' is not allowed"):
+        MemoryReducedConfig(dataset="imagenet")
+    monkeypatch.delenv("METALAB_DATA", raising=False)
+    with pytest.raises(FileNotFoundError, match=r"dataset='omniglot' was asked for"):
+        collect(run(MemoryReducedConfig(dataset="omniglot", data_path=str(tmp_path), parts=("memory",))))
+    assert get_experiment("memory_reduced").CONFIG is MemoryReducedConfig
+
+
+def test_auto_dataset_falls_back_to_glyphs_and_says_so(tmp_path, monkeypatch):
+    monkeypatch.delenv("METALAB_DATA", raising=False)
+    config = MemoryReducedConfig(
+        **{**SMALL, "dataset": "auto"}, data_path=str(tmp_path), parts=("memory",), methods=("implicit",), k_grid=(1,)
+    )
+    assert set(collect(run(config))["dataset"]) == {"glyphs"}
+
+
+def test_cli_writes_the_memory_records_and_figure(tmp_path):
+    out = tmp_path / "run"
+    small_net = ["--set", "dataset=glyphs", "--set", "hidden=4", "--set", "queries=3"]
+    assert main(["run", "memory_reduced", "--quiet", "--out", str(out), "--set", "parts=memory", *small_net]) == 0
+    frame = pd.read_csv(out / "records.csv")
+    assert {"method", "inner_steps", "graph_mb", "seconds_per_task"} <= set(frame.columns)
+    assert set(frame["method"]) == set(ALL_METHODS)
+    assert frame["inner_steps"].nunique() >= 3 and frame["inner_steps"].max() >= 20
+    assert (out / "memory.png").stat().st_size > 10_000
+
+
+def test_figures_cover_every_part_present():
+    config = small(
+        parts=("memory", "training", "cg", "final"),
+        methods=("implicit",),
+        shots=(1,),
+        k_grid=(1, 2),
+        meta_iterations=1,
+        final_episodes=4,
+        cg_lams=(0.0, 0.1),
+        cg_max_steps=10,
+        error_k_grid=(1, 5),
+        cg_grid=(1, 5),
+        data_path=str(SHARED_DATA / "nowhere"),
+    )
+    made = figures(collect(run(config)), config)
+    assert {"memory", "training", "cg", "final"} <= set(made)
+    assert all(isinstance(fig, Figure) for fig in made.values())
+    assert figures(collect([]), config) == {}
+
+
+@pytest.mark.realdata
+def test_omniglot_is_used_when_found_and_the_one_shot_benchmark_is_scored():
+    if not (SHARED_DATA / "omniglot").is_dir():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"the Omniglot data is missing from {SHARED_DATA} in CI")
+        pytest.skip(f"needs the Omniglot data in {SHARED_DATA}")
+    config = small(
+        dataset="auto", data_path=str(SHARED_DATA), parts=("final",), methods=("anil",), shots=(1,),
+        meta_iterations=1, final_episodes=4,
+    )  # fmt: skip
+    frame = collect(run(config))
+    assert set(frame["dataset"].dropna()) == {"omniglot"}
+    one_shot = frame[frame["benchmark"] == "omniglot_one_shot"].set_index(["method", "predictor"])["error_rate"]
+    assert 0 <= one_shot[("anil", "nearest")] <= 1 and 0 <= one_shot[("anil", "head")] <= 1
+    assert one_shot[("people", "published")] == pytest.approx(0.045)
+    assert ("pixel_nearest", "pixels") in one_shot.index
