@@ -160,3 +160,9 @@ def test_saved_tensor_meter_peak_forgets_graphs_freed_inside_the_block():
     assert meter.live_bytes == 1024 and kept.requires_grad
     del kept
     assert meter.live_bytes == 0
+
+
+def test_optional_fields_take_none_words_and_required_fields_refuse_none():
+    assert ToyConfig(step="auto").step is None and ToyConfig(step="None").step is None
+    with pytest.raises(ConfigError, match=r"width=None is not allowed: a value of type int"):
+        ToyConfig(width=None)

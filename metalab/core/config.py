@@ -70,21 +70,28 @@ def _element_ok(value: Any, meta: Mapping[str, Any]) -> bool:
     )
 
 
-def _base_type(annotation: Any) -> tuple[type, bool]:
-    """(element type, is_tuple) for annotations such as ``int``, ``float``, ``tuple[str, ...]``."""
+def _base_type(annotation: Any) -> tuple[type, bool, bool]:
+    """(element type, is_tuple, accepts None) for annotations such as ``int``, ``float | None``,
+    ``tuple[str, ...]``."""
     origin = typing.get_origin(annotation)
     if origin is tuple:
-        return typing.get_args(annotation)[0], True
+        return typing.get_args(annotation)[0], True, False
     if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        return args[0], False
-    return annotation, False
+        args = typing.get_args(annotation)
+        return next(a for a in args if a is not type(None)), False, type(None) in args
+    return annotation, False, False
 
 
-def _coerce(name: str, value: Any, kind: type) -> Any:
+#: strings that mean None for a field that accepts None (as the CLI's --set passes them)
+NONE_WORDS = ("none", "auto", "")
+
+
+def _coerce(name: str, value: Any, kind: type, optional: bool = False) -> Any:
     """Convert ``value`` to ``kind`` (from a string when given one), or raise ConfigError."""
-    if value is None:
+    if optional and (value is None or (isinstance(value, str) and value.strip().lower() in NONE_WORDS)):
         return None
+    if value is None:
+        raise ConfigError(name, value, f"a value of type {kind.__name__}")
     try:
         if kind is bool:
             if isinstance(value, str):
@@ -115,14 +122,14 @@ class Config:
     def __post_init__(self) -> None:
         hints = typing.get_type_hints(type(self))
         for f in dataclasses.fields(self):
-            kind, is_tuple = _base_type(hints[f.name])
+            kind, is_tuple, optional = _base_type(hints[f.name])
             value = getattr(self, f.name)
             if is_tuple:
                 if isinstance(value, str):
                     value = [v for v in value.replace(";", ",").split(",") if v.strip()]
                 value = tuple(_coerce(f.name, v.strip() if isinstance(v, str) else v, kind) for v in value)
             else:
-                value = _coerce(f.name, value, kind)
+                value = _coerce(f.name, value, kind, optional)
             object.__setattr__(self, f.name, value)
             for element in value if is_tuple else (value,):
                 if element is not None and not _element_ok(element, f.metadata):
