@@ -9,6 +9,7 @@ from types import ModuleType
 #: experiment name -> module path; modules are imported on first use
 EXPERIMENTS = {
     "meta_sp": "metalab.experiments.meta_sp",
+    "mlsr": "metalab.experiments.mlsr",
     "memory_reduced": "metalab.experiments.memory_reduced",
 }
 

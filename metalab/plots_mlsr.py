@@ -1,0 +1,251 @@
+"""Figures of the sparse-recovery (MLSR) experiment, from the records of :mod:`metalab.experiments.mlsr`.
+
+Built on ``matplotlib.figure.Figure`` (no pyplot state), like :mod:`metalab.plots`.  Each function takes
+the DataFrame made by :func:`metalab.core.collect` and returns a figure, or ``None`` when the records
+hold nothing for it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from metalab.plots import METHOD_COLOURS as _SUITE_COLOURS
+
+#: one colour per method of this experiment (MAML-FZ keeps the suite's ANIL colour)
+MLSR_COLOURS = {
+    "mlsr": "#d62728",
+    "maml": "#1f77b4",
+    "maml_fz": _SUITE_COLOURS["anil"],
+    "maml_l1": "#9467bd",
+    "random": "#7f7f7f",
+}
+MLSR_LABELS = {
+    "mlsr": "MLSR",
+    "maml": "MAML",
+    "maml_fz": "MAML-FZ (ANIL)",
+    "maml_l1": "MAML + L1 inner loop",
+    "random": "random init",
+}
+#: the colours of Figure 2 of the paper: truth, before adaptation, after 1 step, after the last step
+FIT_STYLES = {
+    "truth": {"color": "#ff7f0e", "linestyle": "-"},
+    0: {"color": "#2ca02c", "linestyle": "-"},
+    1: {"color": "#d62728", "linestyle": "--"},
+    "last": {"color": "#9467bd", "linestyle": "--"},
+}
+
+
+def _style(method: str) -> dict:
+    return {"color": MLSR_COLOURS.get(method), "label": MLSR_LABELS.get(method, method)}
+
+
+def _part(frame: pd.DataFrame, part: str) -> pd.DataFrame:
+    if frame.empty or "part" not in frame:
+        return frame.iloc[0:0]
+    return frame[frame["part"] == part]
+
+
+def _methods(rows: pd.DataFrame) -> list[str]:
+    present = list(dict.fromkeys(rows["method"]))
+    return [m for m in MLSR_LABELS if m in present] + [m for m in present if m not in MLSR_LABELS]
+
+
+def fits_figure(frame: pd.DataFrame) -> Figure | None:
+    """Figure 2: a grid of test sinusoids (rows) by method (columns): truth, before, after 1 and the last step."""
+    rows = _part(frame, "fits")
+    if rows.empty:
+        return None
+    curves = rows[rows["method"] != "support"]
+    support = rows[rows["method"] == "support"]
+    methods = _methods(curves)
+    tasks = sorted(curves["task_index"].unique())
+    if not methods or not tasks:
+        return None
+    last = int(curves["adapt_steps"].max())
+    fig = Figure(figsize=(3.0 * len(methods), 2.3 * len(tasks)), layout="constrained")
+    axes = np.atleast_2d(fig.subplots(len(tasks), len(methods), sharex=True, squeeze=False))
+    for i, t in enumerate(tasks):
+        for j, method in enumerate(methods):
+            ax = axes[i, j]
+            mine = curves[(curves["task_index"] == t) & (curves["method"] == method)]
+            truth = mine[mine["adapt_steps"] == mine["adapt_steps"].min()].sort_values("x")
+            ax.plot(truth["x"], truth["y_true"], lw=2, label="ground truth", **FIT_STYLES["truth"])
+            for steps in sorted(mine["adapt_steps"].unique()):
+                style = FIT_STYLES.get(int(steps), FIT_STYLES["last"]) if steps != last else FIT_STYLES["last"]
+                label = "pre-update" if steps == 0 else f"{int(steps)} step" + ("s" if steps > 1 else "")
+                curve = mine[mine["adapt_steps"] == steps].sort_values("x")
+                ax.plot(curve["x"], curve["y_pred"], lw=1.4, label=label, **style)
+            pts = support[support["task_index"] == t]
+            ax.plot(pts["x"], pts["y_true"], "^", color="black", ms=5, label="support points")
+            if i == 0:
+                ax.set_title(MLSR_LABELS.get(method, method))
+            if j == 0:
+                ax.set_ylabel(f"task {int(t)}")
+            ax.grid(True, alpha=0.3)
+    axes[0, -1].legend(fontsize=7, loc="upper right")
+    fig.suptitle("Fits on test sinusoids before and after test-time adaptation")
+    return fig
+
+
+def sinusoid_figure(frame: pd.DataFrame) -> Figure | None:
+    """Figure 3: test MSE against adaptation steps, one panel per inner-step count used in meta-training."""
+    rows = _part(frame, "sinusoid")
+    if rows.empty:
+        return None
+    panels = sorted(rows["train_inner_steps"].unique())
+    fig = Figure(figsize=(5.2 * len(panels), 4.0), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(panels), sharey=True, squeeze=False)[0])
+    published = _part(frame, "published")
+    for ax, inner in zip(axes, panels):
+        mine = rows[rows["train_inner_steps"] == inner]
+        for method in _methods(mine):
+            group = mine[mine["method"] == method].sort_values("adapt_steps")
+            ax.plot(group["adapt_steps"], group["mse"], marker="o", ms=3, **_style(method))
+            if "ci95" in group and group["ci95"].notna().any():
+                ax.fill_between(
+                    group["adapt_steps"],
+                    group["mse"] - group["ci95"],
+                    group["mse"] + group["ci95"],
+                    color=MLSR_COLOURS.get(method),
+                    alpha=0.15,
+                )
+        if not published.empty and int(published["train_inner_steps"].iloc[0]) == inner:
+            ax.plot(
+                published["adapt_steps"],
+                published["published_mse"],
+                "*",
+                ms=11,
+                color=MLSR_COLOURS["maml"],
+                markeredgecolor="black",
+                label="MAML, published (5-shot)",
+            )
+        ax.set(
+            xlabel="gradient steps at test time",
+            title=f"meta-trained with {int(inner)} inner step" + ("s" if inner > 1 else ""),
+        )
+        ax.grid(True, alpha=0.3)
+    axes[0].set_ylabel("MSE on test sinusoids")
+    axes[0].legend(fontsize=8)
+    return fig
+
+
+def digits_figure(frame: pd.DataFrame) -> Figure | None:
+    """Figure 5: digit-pair accuracy against adaptation steps, short term and long term."""
+    rows = _part(frame, "digits")
+    if rows.empty:
+        return None
+    short_end = int(rows.loc[rows["term"] == "short", "adapt_steps"].max()) if "term" in rows else 10
+    fig = Figure(figsize=(10, 4), layout="constrained")
+    short_ax, long_ax = fig.subplots(1, 2, sharey=True)
+    for method in _methods(rows):
+        group = rows[rows["method"] == method].sort_values("adapt_steps")
+        short = group[group["adapt_steps"] <= short_end]
+        short_ax.plot(short["adapt_steps"], short["accuracy"], marker="o", ms=3, **_style(method))
+        long_ax.plot(group["adapt_steps"], group["accuracy"], **_style(method))
+    for ax, title in ((short_ax, "short term"), (long_ax, "long term")):
+        ax.axhline(0.5, color="black", lw=0.8, ls=":")
+        ax.set(xlabel="gradient steps on the support set", title=title)
+        ax.grid(True, alpha=0.3)
+    short_ax.set_ylabel("query accuracy (digit pairs)")
+    short_ax.legend(fontsize=8)
+    return fig
+
+
+def diagnostics_figure(frame: pd.DataFrame) -> Figure | None:
+    """Head-magnitude histograms, head sparsity and the RIP diagnostic of the body against hidden width."""
+    rows = _part(frame, "diagnostics")
+    if rows.empty:
+        return None
+    fig = Figure(figsize=(14, 4), layout="constrained")
+    hist_ax, sparse_ax, rip_ax = fig.subplots(1, 3)
+    hist = rows[rows["kind"] == "histogram"]
+    if not hist.empty:
+        width = sorted(hist["width"].unique())[len(hist["width"].unique()) // 2]
+        for method in _methods(hist):
+            mine = hist[(hist["method"] == method) & (hist["width"] == width)].sort_values("bin_low")
+            total = max(int(mine["count"].sum()), 1)
+            labels = ["0"] + [f"{v:.0e}" for v in mine["bin_high"].iloc[1:]]
+            positions = np.arange(len(mine))
+            hist_ax.step(positions, mine["count"] / total, where="mid", **_style(method))
+        hist_ax.set_xticks(positions[::4], labels[::4], rotation=30, fontsize=7)
+        hist_ax.set(
+            xlabel="|head weight| (bin upper edge; first bin: below 1e-4)",
+            ylabel="fraction of weights",
+            title=f"head magnitudes, width {int(width)}",
+        )
+        hist_ax.legend(fontsize=8)
+    sparsity = rows[rows["kind"] == "sparsity"]
+    for method in _methods(sparsity):
+        mine = sparsity[sparsity["method"] == method].sort_values("width")
+        sparse_ax.plot(mine["width"], mine["sparsity"], marker="o", **_style(method))
+    sparse_ax.set(xscale="log", xlabel="hidden width p", ylabel="fraction of zero head weights", title="head sparsity")
+    if not sparsity.empty:
+        sparse_ax.set_ylim(-0.02, 1.02)
+        sparse_ax.legend(fontsize=8)
+    rip = rows[rows["kind"] == "rip"]
+    for method in _methods(rip):
+        mine = rip[rip["method"] == method].sort_values("width")
+        rip_ax.plot(mine["width"], mine["delta_k"], marker="o", **_style(method))
+        rip_ax.plot(
+            mine["width"],
+            mine["coherence"],
+            marker="s",
+            ls="--",
+            color=MLSR_COLOURS.get(method),
+            label=f"{MLSR_LABELS.get(method, method)}: coherence",
+        )
+    if not rip.empty:
+        k = int(rip["rip_k"].iloc[0])
+        rip_ax.axhline(np.sqrt(2) - 1, color="black", lw=0.8, ls=":", label=r"$\sqrt{2}-1$")
+        rip_ax.set(
+            xscale="log",
+            xlabel="hidden width p",
+            ylabel=rf"sampled $\delta_{{{k}}}$ (solid) / coherence (dashed)",
+            title="restricted isometry of the support features",
+        )
+        rip_ax.legend(fontsize=7)
+    for ax in (hist_ax, sparse_ax, rip_ax):
+        ax.grid(True, alpha=0.3)
+    return fig
+
+
+def training_figure(frame: pd.DataFrame) -> Figure | None:
+    """Meta-training query loss against iteration, one panel per (task, inner steps)."""
+    rows = _part(frame, "training")
+    if rows.empty:
+        return None
+    base = rows.groupby("task")["width"].agg(lambda w: w.mode().iloc[0])
+    rows = rows[rows["width"] == rows["task"].map(base)]
+    panels = list(rows.groupby(["task", "train_inner_steps"]).groups)
+    fig = Figure(figsize=(4.6 * len(panels), 3.6), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(panels), squeeze=False)[0])
+    for ax, (task, inner) in zip(axes, panels):
+        mine = rows[(rows["task"] == task) & (rows["train_inner_steps"] == inner)]
+        for method in _methods(mine):
+            group = mine[mine["method"] == method].sort_values("step")
+            ax.plot(group["step"], group["query_loss"], **_style(method))
+        ax.set(
+            xlabel="meta-iteration",
+            ylabel="query loss after the inner loop",
+            title=f"{task}, {int(inner)} inner step" + ("s" if inner > 1 else ""),
+        )
+        if task == "sinusoid":
+            ax.set_yscale("log")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    return fig
+
+
+def mlsr_figures(frame: pd.DataFrame) -> dict[str, Figure]:
+    """Every MLSR figure the records allow, keyed by part (``published`` is drawn into ``sinusoid``)."""
+    makers = {
+        "training": training_figure,
+        "sinusoid": sinusoid_figure,
+        "fits": fits_figure,
+        "digits": digits_figure,
+        "diagnostics": diagnostics_figure,
+    }
+    figures = {name: make(frame) for name, make in makers.items()}
+    return {name: fig for name, fig in figures.items() if fig is not None}
