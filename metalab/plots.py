@@ -8,6 +8,8 @@ hold nothing for it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
@@ -49,10 +51,17 @@ def _style(method: str) -> dict:
     return {"color": METHOD_COLOURS.get(method), "label": METHOD_LABELS.get(method, method)}
 
 
-def _part(frame: pd.DataFrame, part: str) -> pd.DataFrame:
+def part_rows(frame: pd.DataFrame, part: str) -> pd.DataFrame:
+    """The records of one part of an experiment (an empty frame when there are none)."""
     if frame.empty or "part" not in frame:
         return frame.iloc[0:0]
     return frame[frame["part"] == part]
+
+
+def figures_from(frame: pd.DataFrame, makers: dict[str, Callable[[pd.DataFrame], Figure | None]]) -> dict[str, Figure]:
+    """Call every figure maker on the records and keep the figures they could draw, by name."""
+    figures = {name: make(frame) for name, make in makers.items()}
+    return {name: fig for name, fig in figures.items() if fig is not None}
 
 
 def log_floor(rows: pd.DataFrame, column: str) -> float:
@@ -67,7 +76,7 @@ def convergence_figure(frame: pd.DataFrame) -> Figure | None:
     """Subspace error per iteration for every method (log scale): Meta-SP's linear rate to a floor.
 
     Values under the axis floor (the oracle's exact recovery) are drawn on the floor."""
-    rows = _part(frame, "convergence")
+    rows = part_rows(frame, "convergence")
     if rows.empty:
         return None
     rows = rows.dropna(subset=["sin_theta"])
@@ -103,7 +112,7 @@ def _mean_band(ax, rows: pd.DataFrame, x: str, y: str, method: str, floor: float
 
 def samples_figure(frame: pd.DataFrame) -> Figure | None:
     """Final subspace error against samples per task (mean and range over repeats)."""
-    rows = _part(frame, "samples")
+    rows = part_rows(frame, "samples")
     if rows.empty:
         return None
     fig = Figure(figsize=(10, 4), layout="constrained")
@@ -133,7 +142,7 @@ def samples_figure(frame: pd.DataFrame) -> Figure | None:
 
 def rank_figure(frame: pd.DataFrame) -> Figure | None:
     """Meta-SP with the rank under-, well- and over-specified."""
-    rows = _part(frame, "rank")
+    rows = part_rows(frame, "rank")
     if rows.empty:
         return None
     stats = rows.groupby("fitted_rank")[["sin_theta", "few_shot_mse"]].mean().sort_index()
@@ -152,7 +161,7 @@ def rank_figure(frame: pd.DataFrame) -> Figure | None:
 
 def noise_floor_figure(frame: pd.DataFrame) -> Figure | None:
     """Final ||Θ̂-Θ*||_F against sigma, d, T and m on log-log axes, with fitted and stated slopes."""
-    rows = _part(frame, "noise_floor")
+    rows = part_rows(frame, "noise_floor")
     if rows.empty:
         return None
     factors = [f for f in ("noise", "d", "n_tasks", "n_samples") if f in set(rows["factor"])]
@@ -200,7 +209,7 @@ def _bar_by_method(rows: pd.DataFrame, column: str, ylabel: str, title: str, log
 
 def air_quality_figure(frame: pd.DataFrame) -> Figure | None:
     """Few-shot PM2.5 prediction error on held-out station-days."""
-    rows = _part(frame, "air_quality")
+    rows = part_rows(frame, "air_quality")
     if rows.empty:
         return None
     first = rows.iloc[0]
@@ -215,7 +224,7 @@ def air_quality_figure(frame: pd.DataFrame) -> Figure | None:
 
 def time_to_target_figure(frame: pd.DataFrame) -> Figure | None:
     """Seconds each method needs to reach the target subspace error (methods that never do are omitted)."""
-    rows = _part(frame, "time_to_target")
+    rows = part_rows(frame, "time_to_target")
     rows = rows.dropna(subset=["seconds_to_target"]) if not rows.empty else rows
     if rows.empty:
         return None
@@ -235,5 +244,4 @@ def meta_sp_figures(frame: pd.DataFrame) -> dict[str, Figure]:
         "air_quality": air_quality_figure,
         "time_to_target": time_to_target_figure,
     }
-    figures = {name: make(frame) for name, make in makers.items()}
-    return {name: fig for name, fig in figures.items() if fig is not None}
+    return figures_from(frame, makers)

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from metalab.plots import METHOD_COLOURS, METHOD_LABELS
+from metalab.plots import METHOD_COLOURS, METHOD_LABELS, figures_from, part_rows
 
 #: the suite's colours, extended with the hypergradient methods
 COLOURS = {
@@ -47,15 +47,9 @@ def _style(method: str) -> dict:
     return {"color": COLOURS.get(method), "label": LABELS.get(method, method)}
 
 
-def _part(frame: pd.DataFrame, part: str) -> pd.DataFrame:
-    if frame.empty or "part" not in frame:
-        return frame.iloc[0:0]
-    return frame[frame["part"] == part]
-
-
 def memory_figure(frame: pd.DataFrame, log_y: bool = False) -> Figure | None:
     """Graph memory (bytes saved for backward) and seconds per task against K, one line per method."""
-    rows = _part(frame, "memory")
+    rows = part_rows(frame, "memory")
     if rows.empty:
         return None
     fig = Figure(figsize=(11, 4.2), layout="constrained")
@@ -80,7 +74,7 @@ def memory_figure(frame: pd.DataFrame, log_y: bool = False) -> Figure | None:
 
 def training_figure(frame: pd.DataFrame) -> Figure | None:
     """Test accuracy against meta-training wall clock, one panel per shots setting."""
-    rows = _part(frame, "training")
+    rows = part_rows(frame, "training")
     if rows.empty:
         return None
     shots = sorted(rows["shots"].unique())
@@ -103,7 +97,7 @@ def training_figure(frame: pd.DataFrame) -> Figure | None:
 
 def cg_figure(frame: pd.DataFrame) -> Figure | None:
     """CG relative residual against N per lambda (failures marked), and the hypergradient error vs K and N."""
-    rows = _part(frame, "cg")
+    rows = part_rows(frame, "cg")
     if rows.empty:
         return None
     fig = Figure(figsize=(11, 4.2), layout="constrained")
@@ -142,7 +136,7 @@ def cg_figure(frame: pd.DataFrame) -> Figure | None:
 
 def final_figure(frame: pd.DataFrame) -> Figure | None:
     """Final test accuracy with 95% intervals per method and shots setting."""
-    rows = _part(frame, "final")
+    rows = part_rows(frame, "final")
     if "benchmark" in rows:
         rows = rows[rows["benchmark"] == "episodes"]
     if rows.empty:
@@ -182,7 +176,7 @@ def final_figure(frame: pd.DataFrame) -> Figure | None:
 
 def one_shot_figure(frame: pd.DataFrame) -> Figure | None:
     """Omniglot 20-way one-shot error of the trained backbones next to the published errors."""
-    rows = _part(frame, "final")
+    rows = part_rows(frame, "final")
     if "benchmark" not in rows:
         return None
     rows = rows[rows["benchmark"] == "omniglot_one_shot"]
@@ -219,5 +213,4 @@ def memory_reduced_figures(frame: pd.DataFrame) -> dict[str, Figure]:
         "final": final_figure,
         "one_shot": one_shot_figure,
     }
-    figures = {name: make(frame) for name, make in makers.items()}
-    return {name: fig for name, fig in figures.items() if fig is not None}
+    return figures_from(frame, makers)

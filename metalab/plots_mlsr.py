@@ -12,6 +12,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from metalab.plots import METHOD_COLOURS as _SUITE_COLOURS
+from metalab.plots import figures_from, part_rows
 
 #: one colour per method of this experiment (MAML-FZ keeps the suite's ANIL colour)
 MLSR_COLOURS = {
@@ -41,12 +42,6 @@ def _style(method: str) -> dict:
     return {"color": MLSR_COLOURS.get(method), "label": MLSR_LABELS.get(method, method)}
 
 
-def _part(frame: pd.DataFrame, part: str) -> pd.DataFrame:
-    if frame.empty or "part" not in frame:
-        return frame.iloc[0:0]
-    return frame[frame["part"] == part]
-
-
 def _methods(rows: pd.DataFrame) -> list[str]:
     present = list(dict.fromkeys(rows["method"]))
     return [m for m in MLSR_LABELS if m in present] + [m for m in present if m not in MLSR_LABELS]
@@ -54,7 +49,7 @@ def _methods(rows: pd.DataFrame) -> list[str]:
 
 def fits_figure(frame: pd.DataFrame) -> Figure | None:
     """Figure 2: a grid of test sinusoids (rows) by method (columns): truth, before, after 1 and the last step."""
-    rows = _part(frame, "fits")
+    rows = part_rows(frame, "fits")
     if rows.empty:
         return None
     curves = rows[rows["method"] != "support"]
@@ -91,13 +86,13 @@ def fits_figure(frame: pd.DataFrame) -> Figure | None:
 
 def sinusoid_figure(frame: pd.DataFrame) -> Figure | None:
     """Figure 3: test MSE against adaptation steps, one panel per inner-step count used in meta-training."""
-    rows = _part(frame, "sinusoid")
+    rows = part_rows(frame, "sinusoid")
     if rows.empty:
         return None
     panels = sorted(rows["train_inner_steps"].unique())
     fig = Figure(figsize=(5.2 * len(panels), 4.0), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(panels), sharey=True, squeeze=False)[0])
-    published = _part(frame, "published")
+    published = part_rows(frame, "published")
     for ax, inner in zip(axes, panels):
         mine = rows[rows["train_inner_steps"] == inner]
         for method in _methods(mine):
@@ -133,7 +128,7 @@ def sinusoid_figure(frame: pd.DataFrame) -> Figure | None:
 
 def digits_figure(frame: pd.DataFrame) -> Figure | None:
     """Figure 5: digit-pair accuracy against adaptation steps, short term and long term."""
-    rows = _part(frame, "digits")
+    rows = part_rows(frame, "digits")
     if rows.empty:
         return None
     short_end = int(rows.loc[rows["term"] == "short", "adapt_steps"].max()) if "term" in rows else 10
@@ -155,7 +150,7 @@ def digits_figure(frame: pd.DataFrame) -> Figure | None:
 
 def diagnostics_figure(frame: pd.DataFrame) -> Figure | None:
     """Head-magnitude histograms, head sparsity and the RIP diagnostic of the body against hidden width."""
-    rows = _part(frame, "diagnostics")
+    rows = part_rows(frame, "diagnostics")
     if rows.empty:
         return None
     fig = Figure(figsize=(14, 4), layout="constrained")
@@ -213,7 +208,7 @@ def diagnostics_figure(frame: pd.DataFrame) -> Figure | None:
 
 def training_figure(frame: pd.DataFrame) -> Figure | None:
     """Meta-training query loss against iteration, one panel per (task, inner steps)."""
-    rows = _part(frame, "training")
+    rows = part_rows(frame, "training")
     if rows.empty:
         return None
     base = rows.groupby("task")["width"].agg(lambda w: w.mode().iloc[0])
@@ -247,5 +242,4 @@ def mlsr_figures(frame: pd.DataFrame) -> dict[str, Figure]:
         "digits": digits_figure,
         "diagnostics": diagnostics_figure,
     }
-    figures = {name: make(frame) for name, make in makers.items()}
-    return {name: fig for name, fig in figures.items() if fig is not None}
+    return figures_from(frame, makers)
