@@ -9,7 +9,7 @@ whole run finished when the record was emitted, for progress bars.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import pandas as pd
@@ -48,3 +48,10 @@ def with_progress(records: Iterable[Record], start: float, end: float) -> Iterat
         previous = record
     if previous is not None:
         yield dataclasses.replace(previous, progress=end)
+
+
+def stream_units(units: Sequence[Callable[[], Iterable[Record]]]) -> Iterator[Record]:
+    """Run the units of work of an experiment in order, stamping unit i's records with progress
+    between i/n and (i+1)/n."""
+    for index, unit in enumerate(units):
+        yield from with_progress(unit(), start=index / len(units), end=(index + 1) / len(units))

@@ -54,7 +54,7 @@ from metalab.core import (
     resolve_device,
     seed_everything,
 )
-from metalab.core.records import with_progress
+from metalab.core.records import stream_units
 from metalab.data import (
     EpisodeSampler,
     digit_classes,
@@ -791,8 +791,7 @@ def run(config: MemoryReducedConfig | None = None) -> Iterator[Record]:
     if config.threads:
         torch.set_num_threads(config.threads)
     try:
-        for index, unit in enumerate(units):
-            yield from with_progress(unit(), start=index / len(units), end=(index + 1) / len(units))
+        yield from stream_units(units)
     finally:
         torch.set_num_threads(before)
 

@@ -35,7 +35,7 @@ from metalab.core import (
     resolve_device,
     seed_everything,
 )
-from metalab.core.records import with_progress
+from metalab.core.records import stream_units
 from metalab.data import (
     LinearTasks,
     find_air_quality_dir,
@@ -415,8 +415,7 @@ def run(config: MetaSPConfig | None = None) -> Iterator[Record]:
     config = config or MetaSPConfig()
     seed_everything(config.seed)
     units = [unit for part in PARTS if part in config.parts for unit in _PART_UNITS[part](config)]
-    for index, unit in enumerate(units):
-        yield from with_progress(unit(), start=index / len(units), end=(index + 1) / len(units))
+    yield from stream_units(units)
 
 
 def noise_floor_slopes(frame) -> dict[str, float]:

@@ -79,7 +79,7 @@ from metalab.core import (
     resolve_device,
     seed_everything,
 )
-from metalab.core.records import with_progress
+from metalab.core.records import stream_units
 from metalab.core.seeding import generator
 from metalab.data import DigitPairs, SinusoidTasks
 from metalab.gbml import MetaLearner, adapt, fine_tune
@@ -787,8 +787,7 @@ def run(config: MLSRConfig | None = None) -> Iterator[Record]:
     seed_everything(config.seed)
     models, state = _Models(config), {}
     units = [unit for part in PARTS if part in config.parts for unit in _PART_UNITS[part](config, models, state)]
-    for index, unit in enumerate(units):
-        yield from with_progress(unit(), start=index / len(units), end=(index + 1) / len(units))
+    yield from stream_units(units)
 
 
 def published_table(frame) -> Any:
