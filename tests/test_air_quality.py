@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import os
-import time
 from pathlib import Path
 
 import numpy as np
@@ -192,9 +191,7 @@ def real_dir() -> Path:
 
 @pytest.mark.realdata
 def test_real_data_full_load(real_dir: Path) -> None:
-    start = time.perf_counter()
     tasks = load_air_quality_tasks(real_dir)
-    seconds = time.perf_counter() - start
     assert {station for station, _ in tasks.task_ids} == {
         "Aotizhongxin", "Changping", "Dingling", "Dongsi", "Guanyuan", "Gucheng",
         "Huairou", "Nongzhanguan", "Shunyi", "Tiantan", "Wanliu", "Wanshouxigong",
@@ -204,7 +201,6 @@ def test_real_data_full_load(real_dir: Path) -> None:
     assert len(tasks.feature_names) == 21
     assert all(torch.isfinite(x).all() and torch.isfinite(y).all() for x, y in zip(tasks.X, tasks.y))
     assert 20 < np.mean([len(y) for y in tasks.y]) <= 24
-    assert seconds < 15, f"loading all 12 stations took {seconds:.1f} s"
 
 
 @pytest.mark.realdata
