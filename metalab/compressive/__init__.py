@@ -7,6 +7,15 @@ the privacy mechanisms.  Neighbouring relation for every privacy statement: repl
 """
 
 from metalab.compressive.bounds import MAX_SKETCH_SIZE, FeatureBound, as_samples
+from metalab.compressive.decoders import (
+    MEDIAN_FACTOR,
+    append_ones,
+    ckm,
+    compressive_pca,
+    compressive_ridge,
+    rff_sketch_for_kmeans,
+    second_moment,
+)
 from metalab.compressive.feature_maps import (
     ClippedIdentity,
     ConcatFeatures,
@@ -31,11 +40,24 @@ from metalab.compressive.privacy import (
     mean_sensitivity,
     privacy_of,
 )
+from metalab.compressive.references import (
+    autoencoder,
+    autoencoder_error,
+    autoencoder_forward,
+    autoencoder_shapes,
+    kmeans,
+    kmeans_sse,
+    pca,
+    pca_error,
+    ridge,
+    ridge_loss,
+)
 from metalab.compressive.sketch import Sketch, merge_sketches
 from metalab.compressive.streams import sketch_csv, sketch_stream
 
 __all__ = [
     "MAX_SKETCH_SIZE",
+    "MEDIAN_FACTOR",
     "ClippedIdentity",
     "ConcatFeatures",
     "FeatureBound",
@@ -49,17 +71,33 @@ __all__ = [
     "Sketch",
     "SketchNetwork",
     "analytic_gaussian_sigma",
+    "append_ones",
     "as_samples",
+    "autoencoder",
+    "autoencoder_error",
+    "autoencoder_forward",
+    "autoencoder_shapes",
     "calibrate",
+    "ckm",
     "classical_gaussian_sigma",
+    "compressive_pca",
+    "compressive_ridge",
     "gaussian_delta",
     "gaussian_epsilon",
+    "kmeans",
+    "kmeans_sse",
     "laplace_epsilon",
     "laplace_scale",
     "mean_sensitivity",
     "median_scale",
     "merge_sketches",
+    "pca",
+    "pca_error",
     "privacy_of",
+    "rff_sketch_for_kmeans",
+    "ridge",
+    "ridge_loss",
+    "second_moment",
     "sketch_csv",
     "sketch_stream",
 ]
