@@ -16,6 +16,7 @@ from metalab.compressive.decoders import (
     rff_sketch_for_kmeans,
     second_moment,
 )
+from metalab.compressive.distributed import local_cluster, sketch_dask
 from metalab.compressive.feature_maps import (
     ClippedIdentity,
     ConcatFeatures,
@@ -88,6 +89,7 @@ __all__ = [
     "kmeans_sse",
     "laplace_epsilon",
     "laplace_scale",
+    "local_cluster",
     "mean_sensitivity",
     "median_scale",
     "merge_sketches",
@@ -98,6 +100,7 @@ __all__ = [
     "ridge",
     "ridge_loss",
     "second_moment",
+    "sketch_dask",
     "sketch_csv",
     "sketch_stream",
 ]

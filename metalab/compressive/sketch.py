@@ -25,11 +25,23 @@ from typing import Any
 
 import torch
 
-from metalab.compressive.bounds import FeatureBound
+from metalab.compressive.bounds import FeatureBound, as_samples
 from metalab.compressive.feature_maps import FeatureMap
 from metalab.compressive.privacy import Gaussian, Laplace, PrivacyGuarantee, mean_sensitivity
 from metalab.core.checks import check_seed
 from metalab.core.seeding import generator
+
+#: rows whose features are computed at once: memory ``BATCH_ROWS x m`` whatever the data set's size
+BATCH_ROWS = 8192
+
+
+def feature_sum(feature_map: FeatureMap, samples: Any) -> tuple[torch.Tensor, int]:
+    """``(sum_i phi(x_i), N)`` over the rows of ``samples``, ``BATCH_ROWS`` rows at a time (float64)."""
+    x = as_samples(samples, feature_map.input_dim)
+    total = torch.zeros(feature_map.sketch_size, dtype=torch.float64)
+    for block in x.split(BATCH_ROWS):
+        total += feature_map.features(block).sum(dim=0)
+    return total, x.shape[0]
 
 
 @dataclass(frozen=True, eq=False)
@@ -139,8 +151,8 @@ class Sketch:
         if self.private:
             raise ValueError("adding samples to a private sketch is not allowed: the new samples would be unprotected")
         fmap = self._resolve_map(feature_map)
-        phi = fmap.features(samples)
-        return replace(self, total=self.total + phi.sum(dim=0), count=self.count + phi.shape[0], feature_map=fmap)
+        total, k = feature_sum(fmap, samples)
+        return replace(self, total=self.total + total, count=self.count + k, feature_map=fmap)
 
     def remove(self, samples: Any, feature_map: FeatureMap | None = None) -> Sketch:
         """The sketch with ``samples`` (which the caller says were added before) taken out.
@@ -149,8 +161,7 @@ class Sketch:
         stays in the sum, so the noise on the mean grows by ``n / (n - k)``.
         """
         fmap = self._resolve_map(feature_map)
-        phi = fmap.features(samples)
-        k = phi.shape[0]
+        total, k = feature_sum(fmap, samples)
         if k > self.count:
             raise ValueError(
                 f"samples has {k} rows, which is not allowed: the sketch holds only count={self.count} samples"
@@ -160,7 +171,7 @@ class Sketch:
         if privacy is not None:
             std = privacy.noise_std * self.count / count if count else math.inf
             privacy = replace(privacy, noise_std=std)
-        return replace(self, total=self.total - phi.sum(dim=0), count=count, privacy=privacy, feature_map=fmap)
+        return replace(self, total=self.total - total, count=count, privacy=privacy, feature_map=fmap)
 
     # -- privacy -----------------------------------------------------------------------------
 

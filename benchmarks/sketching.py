@@ -1,0 +1,126 @@
+"""Sketching throughput: rows per second of the learned and the random-feature sketch, one core vs a Dask cluster.
+
+    .venv/bin/python benchmarks/sketching.py [--quick] [--n 100000,1000000] [--d 10] [--k 5]
+                                             [--workers 2] [--chunk 25000] [--batch 2048] [--repeats 3]
+
+Both feature maps have the sketch size ``m = 10 k d``: the learned one is a Sketch-Network of the
+default architecture (``d -> 64 -> 64 -> m``, tanh output; untrained weights cost the same as
+trained ones) and the random one is random Fourier features with ``m / 2`` frequencies.  "single"
+sketches an in-memory array ``--batch`` rows at a time in this process with one torch thread
+(``sketch_stream``); "dask" runs ``sketch_dask`` (same ``batch_rows``) on a ``LocalCluster`` of
+``--workers`` single-threaded worker processes on 127.0.0.1, on the same rows, in partitions of
+``--chunk`` rows drawn on and kept by the workers beforehand, so the time is the sketching and
+merging, not the transfer of the data.  Every
+cell is the fastest of ``--repeats`` runs, timed in rounds over the grid so that load from other
+processes hits every cell alike.  Each section prints its own ratios; ``--sections`` picks them.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import torch
+
+from metalab.compressive import FeatureMap, RandomFourierFeatures, SketchNetwork, sketch_stream
+from metalab.compressive.distributed import local_cluster, sketch_dask
+from metalab.core.timing import Stopwatch
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(int(float(v)) for v in text.split(",") if v.strip())
+
+
+def feature_maps(d: int, k: int, seed: int) -> dict[str, FeatureMap]:
+    """The learned and the random-feature map of the same sketch size ``m = 10 k d``."""
+    m = 10 * k * d
+    return {
+        "learned": SketchNetwork(d, m, seed=seed),
+        "random": RandomFourierFeatures(d, m // 2, seed=seed),
+    }
+
+
+def sketch_single(fmap: FeatureMap, x: np.ndarray, batch: int):
+    """The sketch of ``x`` in this process, ``batch`` rows at a time."""
+    return sketch_stream(fmap, (x[i : i + batch] for i in range(0, len(x), batch)))
+
+
+def throughput(args: argparse.Namespace) -> None:
+    """Rows per second of sketching, single process (one thread) and on a local Dask cluster."""
+    import dask.array as da
+    import distributed
+
+    torch.set_num_threads(1)
+    maps = feature_maps(args.d, args.k, args.seed)
+    with local_cluster(args.workers) as cluster, distributed.Client(cluster) as client:
+        # the rows are drawn on the workers and kept there; this process holds a copy for "single"
+        rng = da.random.default_rng(args.seed)
+        persisted = {n: client.persist(rng.standard_normal((n, args.d), chunks=(args.chunk, args.d))) for n in args.n}
+        data = {n: client.compute(rows, sync=True) for n, rows in persisted.items()}
+        for fmap in maps.values():  # warm-up: the workers import torch and metalab on their first task
+            sketch_dask(fmap, persisted[args.n[0]][: 2 * args.chunk], client=client)
+        grid = [(name, n) for n in args.n for name in maps]
+        seconds = {(name, n, where): [] for name, n in grid for where in ("single", "dask")}
+        gaps = {}
+        for _ in range(args.repeats):
+            for name, n in grid:
+                with Stopwatch() as single_watch:
+                    single = sketch_single(maps[name], data[n], args.batch)
+                with Stopwatch() as dask_watch:
+                    merged = sketch_dask(maps[name], persisted[n], client=client, batch_rows=args.batch)
+                seconds[(name, n, "single")].append(single_watch.seconds)
+                seconds[(name, n, "dask")].append(dask_watch.seconds)
+                gaps[(name, n)] = float((merged.mean - single.mean).abs().max())
+    rate = {key: key[1] / min(times) for key, times in seconds.items()}  # key = (map, n, where)
+
+    m = 10 * args.k * args.d
+    print(
+        f"sketching throughput: d={args.d}, k={args.k}, m=10kd={m}, features {args.batch} rows at a time; single = "
+        f"this process, 1 torch thread; dask = LocalCluster of {args.workers} worker processes x 1 thread, "
+        f"partitions of {args.chunk} rows; "
+        f"fastest of {args.repeats}, torch {torch.__version__}"
+    )
+    header = (
+        f"{'map':8s} {'n':>9s} {'single rows/s':>14s} {'dask rows/s':>14s} {'dask/single':>12s} {'max |diff|':>11s}"
+    )
+    print(header)
+    print("-" * len(header))
+    for name, n in grid:
+        one, on_dask = rate[(name, n, "single")], rate[(name, n, "dask")]
+        print(f"{name:8s} {n:9d} {one:14.4g} {on_dask:14.4g} {on_dask / one:12.2f} {gaps[(name, n)]:11.1e}")
+    print("\nratios learned / random (rows per second)")
+    for n in args.n:
+        ratios = [rate[("learned", n, where)] / rate[("random", n, where)] for where in ("single", "dask")]
+        print(f"  n={n:<9d} single {ratios[0]:6.2f}   dask {ratios[1]:6.2f}")
+
+
+SECTIONS = {"throughput": throughput}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, one repeat (a smoke run)")
+    parser.add_argument("--sections", default=",".join(SECTIONS), help="comma separated: " + ", ".join(SECTIONS))
+    parser.add_argument("--n", type=_ints, default=None, help="rows, comma separated (default 1e5,1e6)")
+    parser.add_argument("--d", type=int, default=10)
+    parser.add_argument("--k", type=int, default=5, help="clusters: the sketch size is 10*k*d")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--chunk", type=int, default=25_000, help="rows per Dask partition")
+    parser.add_argument("--batch", type=int, default=2048, help="rows per feature computation")
+    parser.add_argument("--repeats", type=int, default=None, help="timing rounds (default 3, 1 with --quick)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    args.n = args.n or ((10_000, 100_000) if args.quick else (100_000, 1_000_000))
+    args.repeats = args.repeats or (1 if args.quick else 3)
+    sections = [s.strip() for s in args.sections.split(",") if s.strip()]
+    unknown = [s for s in sections if s not in SECTIONS]
+    if unknown:
+        parser.error(f"--sections {unknown!r}: not among {list(SECTIONS)}")
+    for i, name in enumerate(sections):
+        if i:
+            print()
+        SECTIONS[name](args)
+
+
+if __name__ == "__main__":
+    main()
