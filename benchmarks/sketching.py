@@ -1,9 +1,10 @@
-"""Sketching throughput: rows per second of the learned and the random-feature sketch, one core vs a Dask cluster.
+"""Sketching speed and k-means from sketches: throughput (one core vs Dask), decoding time, learned vs CKM error.
 
-    .venv/bin/python benchmarks/sketching.py [--quick] [--n 100000,1000000] [--d 10] [--k 5]
-                                             [--workers 2] [--chunk 25000] [--batch 2048] [--repeats 3]
+    .venv/bin/python benchmarks/sketching.py [--quick] [--sections throughput,decoding,quality]
+        [--n 100000,1000000] [--d 10] [--k 5] [--workers 2] [--chunk 25000] [--batch 2048] [--repeats 3]
+        [--kmeans-d 2] [--kmeans-k 3] [--steps 3000] [--eval-sets 100] [--decode-n 10000,100000,1000000]
 
-Both feature maps have the sketch size ``m = 10 k d``: the learned one is a Sketch-Network of the
+``throughput``: both feature maps have the sketch size ``m = 10 k d``: the learned one is a Sketch-Network of the
 default architecture (``d -> 64 -> 64 -> m``, tanh output; untrained weights cost the same as
 trained ones) and the random one is random Fourier features with ``m / 2`` frequencies.  "single"
 sketches an in-memory array ``--batch`` rows at a time in this process with one torch thread
@@ -12,7 +13,13 @@ sketches an in-memory array ``--batch`` rows at a time in this process with one 
 ``--chunk`` rows drawn on and kept by the workers beforehand, so the time is the sketching and
 merging, not the transfer of the data.  Every
 cell is the fastest of ``--repeats`` runs, timed in rounds over the grid so that load from other
-processes hits every cell alike.  Each section prints its own ratios; ``--sections`` picks them.
+processes hits every cell alike.
+
+``decoding`` and ``quality`` meta-train the experiment's k-means Sketch- and Query-Network at
+``m = 10 k d`` (``--kmeans-d``, ``--kmeans-k``, ``--steps``) once, then time decoding (learned: one
+forward pass; CKM: CL-OMPR on a random Fourier sketch; exact: k-means++ and Lloyd with 5 restarts on
+the full data) at each ``--decode-n``, and compare SSE / exact SSE of learned and CKM on
+``--eval-sets`` held-out mixtures.  Each section prints its own ratios; ``--sections`` picks them.
 """
 
 from __future__ import annotations
@@ -22,9 +29,13 @@ import argparse
 import numpy as np
 import torch
 
-from metalab.compressive import FeatureMap, RandomFourierFeatures, SketchNetwork, sketch_stream
+from metalab.compressive import FeatureMap, RandomFourierFeatures, SketchNetwork, references, sketch_stream
 from metalab.compressive.distributed import local_cluster, sketch_dask
+from metalab.compressive.randomized import RandomizedLearner
+from metalab.compressive.training import evaluate
 from metalab.core.timing import Stopwatch
+from metalab.experiments import compressive
+from metalab.experiments.compressive import CompressiveConfig
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -94,7 +105,72 @@ def throughput(args: argparse.Namespace) -> None:
         print(f"  n={n:<9d} single {ratios[0]:6.2f}   dask {ratios[1]:6.2f}")
 
 
-SECTIONS = {"throughput": throughput}
+def kmeans_setting(args: argparse.Namespace) -> tuple[CompressiveConfig, dict]:
+    """The experiment's k-means setting at ``m = 10 k d`` and a state holding its meta-trained model (trained once)."""
+    if not hasattr(args, "_kmeans"):
+        m = 10 * args.kmeans_k * args.kmeans_d
+        config = CompressiveConfig.preset(
+            "quick", tasks=("kmeans",), d=args.kmeans_d, clusters=args.kmeans_k, sketch_size=m, sketch_sizes=(m,),
+            steps=args.steps, eval_sets=args.eval_sets, device="cpu", seed=args.seed,
+            sketch_hidden=(128, 128), width=512, blocks=4, n_samples=100, held_out_samples=250,
+        )  # fmt: skip
+        state = {"models": {}, "held_out": {}}
+        with Stopwatch() as watch:
+            compressive.model(config, state, "kmeans", m)
+        print(f"(meta-trained the k-means Sketch- and Query-Network: {args.steps} steps in {watch.seconds:.0f} s)")
+        args._kmeans = (config, state)
+    return args._kmeans
+
+
+def decoding(args: argparse.Namespace) -> None:
+    """Seconds to decode k-means from a sketch (learned, CL-OMPR) against exact k-means on the full data."""
+    torch.set_num_threads(1)
+    config, state = kmeans_setting(args)
+    m, k = config.sketch_size, config.clusters
+    learned = compressive.model(config, state, "kmeans", m)
+    ckm = RandomizedLearner(compressive.task_of(config, "kmeans"), m, seed=args.seed)
+    print(f"decoding: k-means, d={config.d}, k={k}, m=10kd={m}; exact = k-means++ and Lloyd, 5 restarts; 1 thread")
+    header = f"{'n':>9s} {'sketch (s)':>11s} {'learned (s)':>12s} {'CKM (s)':>9s} {'exact (s)':>10s} {'exact/learned':>14s} {'exact/CKM':>10s}"
+    print(header)
+    print("-" * len(header))
+    for n in args.decode_n:
+        X = compressive.family_of(config, "kmeans", n).sample(1, seed=args.seed + 2, split="held_out").X[0]
+        with Stopwatch() as sketch_watch:
+            sketch = learned.sketch(X)
+        with Stopwatch() as learned_watch:
+            learned.decode(sketch)
+        z = ckm.pooled(X[None])
+        with Stopwatch() as ckm_watch:
+            ckm.decode(z)
+        with Stopwatch() as exact_watch:
+            references.kmeans(X, k, restarts=5, seed=args.seed)
+        exact, fast, slow = exact_watch.seconds, learned_watch.seconds, ckm_watch.seconds
+        print(
+            f"{n:9d} {sketch_watch.seconds:11.3f} {fast:12.5f} {slow:9.2f} {exact:10.2f} {exact / fast:14.0f} "
+            f"{exact / slow:10.1f}"
+        )
+
+
+def quality(args: argparse.Namespace) -> None:
+    """Learned vs CKM k-means SSE at the same sketch size, relative to exact k-means, on held-out mixtures."""
+    torch.set_num_threads(1)
+    config, state = kmeans_setting(args)
+    m = config.sketch_size
+    data, reference = compressive.exact_errors(config, state, "kmeans")
+    learned = evaluate(compressive.model(config, state, "kmeans", m), data, reference=reference, seed=args.seed)
+    ckm = compressive.random_errors(config, "kmeans", m, data) / reference
+    print(
+        f"k-means quality: SSE / exact SSE on {len(reference)} held-out mixtures (d={config.d}, k={config.clusters}, "
+        f"n={config.held_out_samples}; trained on n={config.n_samples}), sketch size m=10kd={m}"
+    )
+    print(f"{'method':8s} {'median':>7s} {'q25':>6s} {'q75':>6s} {'q90':>6s}")
+    for name, errors in (("learned", learned), ("CKM", ckm)):
+        q = torch.quantile(errors, torch.tensor([0.5, 0.25, 0.75, 0.9], dtype=errors.dtype))
+        print(f"{name:8s} {q[0]:7.3f} {q[1]:6.3f} {q[2]:6.3f} {q[3]:6.3f}")
+    print(f"ratio learned / CKM (medians): {float(learned.median() / ckm.median()):.3f}")
+
+
+SECTIONS = {"throughput": throughput, "decoding": decoding, "quality": quality}
 
 
 def main() -> None:
@@ -108,8 +184,16 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=25_000, help="rows per Dask partition")
     parser.add_argument("--batch", type=int, default=2048, help="rows per feature computation")
     parser.add_argument("--repeats", type=int, default=None, help="timing rounds (default 3, 1 with --quick)")
+    parser.add_argument("--kmeans-d", type=int, default=2, help="dimension of the k-means sections")
+    parser.add_argument("--kmeans-k", type=int, default=3, help="clusters of the k-means sections")
+    parser.add_argument("--steps", type=int, default=None, help="meta-training steps (default 6000, 300 with --quick)")
+    parser.add_argument("--eval-sets", type=int, default=None, help="held-out mixtures (default 100, 16 with --quick)")
+    parser.add_argument("--decode-n", type=_ints, default=None, help="data set sizes (default 1e4,1e5,1e6)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    args.steps = args.steps or (300 if args.quick else 6000)
+    args.eval_sets = args.eval_sets or (16 if args.quick else 100)
+    args.decode_n = args.decode_n or ((10_000, 100_000) if args.quick else (10_000, 100_000, 1_000_000))
     args.n = args.n or ((10_000, 100_000) if args.quick else (100_000, 1_000_000))
     args.repeats = args.repeats or (1 if args.quick else 3)
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
@@ -22,3 +24,16 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
             raise ValueError(f"device={device!r} was requested but CUDA is not available; use 'auto' or 'cpu'")
         return torch.device(name)
     raise ValueError(f"device={device!r} is not allowed: one of 'auto', 'cpu', 'cuda', 'cuda:N'")
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None):
+    """Run the block with ``n`` torch CPU threads (``None`` or 0: unchanged), restoring the previous count."""
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if n:
+            torch.set_num_threads(before)

@@ -11,6 +11,7 @@ EXPERIMENTS = {
     "meta_sp": "metalab.experiments.meta_sp",
     "mlsr": "metalab.experiments.mlsr",
     "memory_reduced": "metalab.experiments.memory_reduced",
+    "compressive": "metalab.experiments.compressive",
 }
 
 

@@ -54,6 +54,7 @@ from metalab.core import (
     resolve_device,
     seed_everything,
 )
+from metalab.core.device import torch_threads
 from metalab.core.records import stream_units
 from metalab.data import (
     EpisodeSampler,
@@ -275,19 +276,6 @@ def options(config: MemoryReducedConfig, **changes: Any) -> dict[str, Any]:
     }
     opts.update(changes)
     return opts
-
-
-@contextlib.contextmanager
-def torch_threads(n: int):
-    """Run the block with ``n`` torch threads (0: unchanged), restoring the previous count."""
-    before = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        if n:
-            torch.set_num_threads(before)
 
 
 @contextlib.contextmanager
@@ -787,13 +775,8 @@ def run(config: MemoryReducedConfig | None = None) -> Iterator[Record]:
     seed_everything(config.seed)
     state: dict[str, Any] = {"trained": {}}
     units = [unit for part in PARTS if part in config.parts for unit in _PART_UNITS[part](config, state)]
-    before = torch.get_num_threads()
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    try:
+    with torch_threads(config.threads):
         yield from stream_units(units)
-    finally:
-        torch.set_num_threads(before)
 
 
 def memory_ratios(frame) -> dict[str, float]:

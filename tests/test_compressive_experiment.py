@@ -1,0 +1,144 @@
+"""The compressive meta-learning experiment's record stream, its figures and the CLI that writes it."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+import torch
+from matplotlib.figure import Figure
+
+from metalab.cli import main
+from metalab.compressive.datasets import dataset_family
+from metalab.compressive.query import make_task
+from metalab.compressive.randomized import RandomizedLearner
+from metalab.core import ConfigError, collect
+from metalab.experiments.compressive import CompressiveConfig, figures, ratios, run
+
+#: a few meta-training steps: enough to exercise every path, not to learn well
+TINY = dict(
+    steps=8,
+    batch=8,
+    eval_sets=4,
+    eval_every=4,
+    width=32,
+    blocks=1,
+    sketch_hidden=(16,),
+    n_samples=200,
+    held_out_samples=None,
+    sketch_size=20,
+    sketch_sizes=(10, 20),
+    epsilons=(1.0, 100.0),
+    reference_steps=20,
+    decode_sizes=(500, 5000),
+    throughput_rows=2000,
+    scheduler="single",
+    device="cpu",
+)
+
+
+def tiny(**changes) -> CompressiveConfig:
+    return CompressiveConfig(**{**TINY, **changes})
+
+
+def test_training_curve_streams_held_out_errors_and_progress():
+    records = list(run(tiny(parts=("training",), tasks=("kmeans",))))
+    frame = collect(records)
+    held = frame.dropna(subset=["held_out"])
+    assert held["step"].tolist() == [4, 8]
+    assert (held["held_out"] > 0).all() and frame["seconds"].is_monotonic_increasing
+    assert records[-1].progress == 1.0
+
+
+def test_merge_part_shows_split_streamed_and_removed_sketches_equal_the_one_pass_sketch():
+    frame = collect(run(tiny(parts=("merge",), tasks=("kmeans", "ridge"), workers=5)))
+    assert set(frame["method"]) == {"learned", "random"}
+    assert (frame["count"] == 200).all() and (frame["workers"] == 5).all()
+    for column in ("merge_difference", "stream_difference", "remove_difference"):
+        assert (frame[column] < 1e-12).all(), column
+
+
+def test_decoding_part_times_every_method_and_scores_against_exact_kmeans():
+    frame = collect(run(tiny(parts=("decoding",), tasks=("kmeans",))))
+    assert set(frame["method"]) == {"learned", "random", "exact"} and set(frame["n"]) == {500, 5000}
+    assert (frame["decode_seconds"] > 0).all()
+    exact = frame[frame["method"] == "exact"]
+    assert (exact["relative_error"] == 1.0).all()
+    # CL-OMPR on the random Fourier sketch is a real decoder: near the exact SSE on a 3-cluster mixture
+    random = frame[frame["method"] == "random"]
+    assert (random["relative_error"] < 1.5).all()
+
+
+def test_privacy_part_random_sketch_gets_worse_as_epsilon_shrinks():
+    frame = collect(run(tiny(parts=("privacy",), tasks=("ridge",), epsilons=(0.05, 1000.0))))
+    random = frame[frame["method"] == "random"].set_index("epsilon")["relative_error"]
+    assert random[0.05] > 2.0 * random[1000.0]
+    assert set(frame["mechanism"]) == {"laplace"}
+
+
+def test_example_part_draws_each_answer_over_the_data():
+    frame = collect(run(tiny(parts=("example",), tasks=("kmeans", "pca"), example_epsilon=10.0)))
+    kmeans = frame[frame["task"] == "kmeans"]
+    assert (kmeans["method"] == "data").sum() == 200
+    assert (kmeans["method"] == "learned").sum() == 3 and (kmeans["method"] == "exact").sum() == 3
+    assert (kmeans.loc[kmeans["method"] == "exact", "relative_error"] == 1.0).all()
+    assert set(frame["epsilon"]) == {10.0}
+    figs = figures(frame)
+    assert isinstance(figs["example"], Figure)
+
+
+def test_random_learner_pca_is_exact_with_enough_measurements():
+    family = dataset_family("low_rank", n=300, d=3, rank=1)
+    data = family.sample(3, seed=0)
+    task = make_task("pca", 3, k=1)
+    learner = RandomizedLearner(task, 10)  # [x, 1] has D = 4, D (D + 1) / 2 = 10 measurements suffice
+    errors = learner.error(learner.decode(learner.pooled(data.X)), data.X)
+    assert torch.allclose(errors, task.exact_error(data.X), rtol=1e-6)
+
+
+def test_config_rejects_impossible_combinations():
+    with pytest.raises(ConfigError, match="clusters"):
+        tiny(clusters=300)
+    with pytest.raises(ConfigError, match="sketch_size"):
+        tiny(sketch_size=21)
+    with pytest.raises(ConfigError, match="components"):
+        tiny(components=3, d=2)
+    with pytest.raises(ConfigError, match="example_epsilon"):
+        tiny(example_epsilon=0.0)
+    with pytest.raises(ConfigError, match="tasks"):
+        tiny(tasks=())
+    with pytest.raises(ConfigError, match="cluster_scales"):
+        tiny(cluster_scales=(0.3, 0.1))
+    assert tiny(tasks=("pca",), sketch_size=21).sketch_size == 21  # odd sizes are fine without k-means
+
+
+def test_ratios_and_figures_from_records():
+    frame = pd.DataFrame(
+        [
+            {"part": "sketch_size", "method": m, "step": 10, "task": "pca", "sketch_size": 10, "relative_error": e}
+            for m, e in (("learned", 1.2), ("random", 2.4), ("exact", 1.0))
+        ]
+    )
+    assert ratios(frame) == {"pca_learned_vs_random": pytest.approx(0.5)}
+    assert set(figures(frame)) == {"sketch_size"}
+
+
+def test_cli_writes_evaluation_records_with_the_issue_columns_for_every_task_and_method(tmp_path):
+    out = tmp_path / "run"
+    args = ["run", "compressive", "--quiet", "--out", str(out), "--set", "parts=sketch_size"]
+    for key, value in TINY.items():
+        args += ["--set", f"{key}={','.join(map(str, value)) if isinstance(value, tuple) else value}"]
+    assert main(args) == 0
+    frame = pd.read_csv(out / "records.csv")
+    assert {"task", "method", "sketch_size", "relative_error"} <= set(frame.columns)
+    assert set(frame["task"]) == {"pca", "ridge", "kmeans", "autoencoder"}
+    assert set(frame["method"]) == {"learned", "random", "exact"}
+    assert set(frame["sketch_size"]) == {10, 20}
+    assert (frame.loc[frame["method"] == "exact", "relative_error"] == 1.0).all()
+    errors = frame.loc[frame["method"] != "exact", ["relative_error", "q25", "q75"]]
+    assert errors.map(math.isfinite).all().all() and (errors["q25"] <= errors["relative_error"]).all()
+    # ridge from a quadratic sketch of [x, y, 1] with m >= D (D + 1) / 2 = 10 (d = 2) is exact
+    random_ridge = frame[(frame["task"] == "ridge") & (frame["method"] == "random")]
+    assert random_ridge["relative_error"].to_numpy() == pytest.approx(1.0, abs=1e-6)
+    assert (out / "sketch_size.png").stat().st_size > 10_000
