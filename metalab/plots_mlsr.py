@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
 from metalab.plots import METHOD_COLOURS as _SUITE_COLOURS
 from metalab.plots import figures_from, part_rows
@@ -40,6 +41,14 @@ FIT_STYLES = {
 
 def _style(method: str) -> dict:
     return {"color": MLSR_COLOURS.get(method), "label": MLSR_LABELS.get(method, method)}
+
+
+def _curve_with_band(ax, group: pd.DataFrame, x: str, y: str, method: str, **marker) -> None:
+    """One method's curve with its 95 % confidence band (``ci95``, when the records have one)."""
+    ax.plot(group[x], group[y], marker="o", **marker, **_style(method))
+    if "ci95" in group and group["ci95"].notna().any():
+        low, high = group[y] - group["ci95"], group[y] + group["ci95"]
+        ax.fill_between(group[x], low, high, color=MLSR_COLOURS.get(method), alpha=0.15)
 
 
 def _methods(rows: pd.DataFrame) -> list[str]:
@@ -97,15 +106,7 @@ def sinusoid_figure(frame: pd.DataFrame) -> Figure | None:
         mine = rows[rows["train_inner_steps"] == inner]
         for method in _methods(mine):
             group = mine[mine["method"] == method].sort_values("adapt_steps")
-            ax.plot(group["adapt_steps"], group["mse"], marker="o", ms=3, **_style(method))
-            if "ci95" in group and group["ci95"].notna().any():
-                ax.fill_between(
-                    group["adapt_steps"],
-                    group["mse"] - group["ci95"],
-                    group["mse"] + group["ci95"],
-                    color=MLSR_COLOURS.get(method),
-                    alpha=0.15,
-                )
+            _curve_with_band(ax, group, "adapt_steps", "mse", method, ms=3)
         if not published.empty and int(published["train_inner_steps"].iloc[0]) == inner:
             ax.plot(
                 published["adapt_steps"],
@@ -233,6 +234,78 @@ def training_figure(frame: pd.DataFrame) -> Figure | None:
     return fig
 
 
+def _rl_rows(frame: pd.DataFrame, kind: str) -> pd.DataFrame:
+    rows = part_rows(frame, "rl")
+    return rows[rows["kind"] == kind] if not rows.empty else rows
+
+
+def rl_returns_figure(frame: pd.DataFrame) -> Figure | None:
+    """Figure 6: return after the inner loop against meta-iteration, and return against test-time steps."""
+    training, adaptation = _rl_rows(frame, "meta_iteration"), _rl_rows(frame, "adaptation")
+    if training.empty and adaptation.empty:
+        return None
+    fig = Figure(figsize=(11, 4), layout="constrained")
+    curve_ax, adapt_ax = fig.subplots(1, 2)
+    for method in _methods(training):
+        group = training[training["method"] == method].sort_values("step")
+        curve_ax.plot(group["step"], group["return_after"], lw=1.6, **_style(method))
+        curve_ax.plot(group["step"], group["return_before"], lw=0.9, ls=":", color=MLSR_COLOURS.get(method))
+    curve_ax.set(
+        xlabel="meta-iteration",
+        ylabel="mean return of the meta-batch",
+        title="meta-training (solid: after the inner loop, dotted: before)",
+    )
+    for method in _methods(adaptation):
+        group = adaptation[adaptation["method"] == method].sort_values("adapt_steps")
+        _curve_with_band(adapt_ax, group, "adapt_steps", "mean_return", method)
+    if not adaptation.empty:
+        adapt_ax.set_xticks(sorted(adaptation["adapt_steps"].astype(int).unique()))
+    adapt_ax.set(
+        xlabel="policy-gradient steps at test time", ylabel="mean return on evaluation tasks", title="adaptation"
+    )
+    for ax in (curve_ax, adapt_ax):
+        ax.grid(True, alpha=0.3)
+        if ax.has_data():
+            ax.legend(fontsize=8)
+    env = (training if not training.empty else adaptation)["env"].iloc[0]
+    fig.suptitle(f"Meta-reinforcement learning on {env}")
+    return fig
+
+
+def rl_trajectories_figure(frame: pd.DataFrame) -> Figure | None:
+    """2-D navigation paths (rows: methods, columns: goals) before adaptation and after 1 and the last step."""
+    rows = _rl_rows(frame, "trajectory")
+    if rows.empty:
+        return None
+    methods = _methods(rows)
+    goals = sorted(rows["goal_index"].unique())
+    last = int(rows["adapt_steps"].max())
+    fig = Figure(figsize=(2.8 * len(goals) + 0.6, 2.8 * len(methods)), layout="constrained")
+    axes = fig.subplots(len(methods), len(goals), squeeze=False, sharex=True, sharey=True)
+    for i, method in enumerate(methods):
+        for j, goal in enumerate(goals):
+            ax = axes[i, j]
+            mine = rows[(rows["method"] == method) & (rows["goal_index"] == goal)]
+            for steps in sorted(mine["adapt_steps"].unique()):
+                style = FIT_STYLES["last"] if steps == last else FIT_STYLES.get(int(steps), FIT_STYLES["last"])
+                label = "pre-update" if steps == 0 else f"{int(steps)} step" + ("s" if steps > 1 else "")
+                for k, (_, path) in enumerate(mine[mine["adapt_steps"] == steps].groupby("path")):
+                    path = path.sort_values("t")
+                    ax.plot(path["x"], path["y"], lw=1.1, color=style["color"], label=label if k == 0 else None)
+            ax.add_patch(Rectangle((-0.5, -0.5), 1.0, 1.0, fill=False, ls=":", color="black", lw=0.8))
+            ax.plot(0.0, 0.0, "o", color="black", ms=4, label="start")
+            ax.plot(mine["goal_x"].iloc[0], mine["goal_y"].iloc[0], "*", color="gold", mec="black", ms=13, label="goal")
+            ax.set_aspect("equal")
+            if i == 0:
+                ax.set_title(f"goal {int(goal)}")
+            if j == 0:
+                ax.set_ylabel(MLSR_LABELS.get(method, method))
+            ax.grid(True, alpha=0.3)
+    axes[0, -1].legend(fontsize=7, loc="lower right")
+    fig.suptitle("2-D navigation: trajectories before and after test-time adaptation (dotted: the goals' square)")
+    return fig
+
+
 def mlsr_figures(frame: pd.DataFrame) -> dict[str, Figure]:
     """Every MLSR figure the records allow, keyed by part (``published`` is drawn into ``sinusoid``)."""
     makers = {
@@ -241,5 +314,7 @@ def mlsr_figures(frame: pd.DataFrame) -> dict[str, Figure]:
         "fits": fits_figure,
         "digits": digits_figure,
         "diagnostics": diagnostics_figure,
+        "rl": rl_returns_figure,
+        "rl_trajectories": rl_trajectories_figure,
     }
     return figures_from(frame, makers)

@@ -29,8 +29,15 @@ Parts (select with ``Config.parts``):
   features (coherence and a sampled δ_k, for MLSR-trained and randomly initialised bodies,
   ``kind="rip"``).
 
-The reinforcement-learning experiment of the paper (Figure 6) is not a part yet: it waits for the
-environments of :mod:`metalab.rl`.
+* ``rl``          meta-reinforcement learning (Figure 6) with :mod:`metalab.rl` on ``rl_env`` (2-D
+  navigation by default; half-cheetah direction with the ``rl`` extra) for the methods of
+  ``rl_methods``: rows ``kind="meta_iteration"`` (mean return of the meta-batch before and after the
+  inner loop, per meta-iteration, streamed while training), ``kind="adaptation"`` (mean return on
+  ``rl_eval_tasks`` fixed tasks after 0..``rl_adapt_steps`` test-time steps, as MAML's Table 4) and,
+  for 2-D navigation, ``kind="trajectory"`` (positions ``x``, ``y`` at time ``t`` of ``rl_paths_shown``
+  trajectories towards each of the first ``rl_goals_shown`` goals, before adaptation and after 1 and
+  ``rl_adapt_steps`` steps).  ``random`` is the untrained policy adapted like MAML.  The environments
+  step on the CPU, so this part ignores ``device``.
 
 Choices where the paper is silent or loose (each is a config field):
 
@@ -57,6 +64,12 @@ Choices where the paper is silent or loose (each is a config field):
   nearly collinear sigmoid features barely moves the head), and every method adapts all its
   parameters at test time (``digit_test_adapt="all"``: "the advantage ... completely comes from the
   initialization", Section 4.2).
+* RL (a reconstruction: the paper gives no RL details beyond its half-cheetah set-up): MAML's inner
+  step (one vanilla policy-gradient step, α = 0.1) and MLSR's head recovery are those of
+  :mod:`metalab.rl.meta`; the meta-update is Adam on the post-adaptation REINFORCE surrogate, not
+  MAML's TRPO.  λ defaults to :data:`metalab.rl.DEFAULT_LAM` per method.  The quick preset uses a
+  horizon of 20 steps and 40 meta-iterations; the paper preset uses MAML's navigation set-up
+  (horizon 100, 20 tasks x 20 trajectories, 500 meta-iterations, 40 evaluation trajectories).
 """
 
 from __future__ import annotations
@@ -84,6 +97,7 @@ from metalab.core.seeding import generator
 from metalab.data import DigitPairs, SinusoidTasks
 from metalab.gbml import MetaLearner, adapt, fine_tune
 from metalab.nets import MLP, param_dict
+from metalab.rl import DEFAULT_LAM, ENVS, INSTALL_HINT, MetaRL, evaluate, meta_train, require_mujoco
 from metalab.sparse import (
     body_features,
     head_sparsity,
@@ -96,10 +110,13 @@ from metalab.sparse import (
 
 NAME = "mlsr"
 TITLE = "Meta-learning from sparse recovery (MLSR)"
-PARTS = ("training", "sinusoid", "published", "fits", "digits", "diagnostics")
+PARTS = ("training", "sinusoid", "published", "fits", "digits", "diagnostics", "rl")
 ALL_METHODS = ("mlsr", "maml", "maml_fz", "random", "maml_l1")
 DEFAULT_METHODS = ("mlsr", "maml", "maml_fz", "random")
 TASKS = ("sinusoid", "digits")
+RL_METHODS = ("mlsr", "maml", "maml_l1", "random")
+#: the experiment's RL method names -> the inner rules of metalab.rl ("random" adapts like MAML)
+RL_RULES = {"mlsr": "mlsr", "maml": "maml", "maml_l1": "l1_maml", "random": "maml"}
 #: Finn et al. 2017, Table 2: 5-shot sinusoid MSE after 1 / 5 / 10 gradient steps (models trained with K = 10)
 PUBLISHED = {
     "maml": {1: 0.67, 5: 0.38, 10: 0.35},
@@ -120,7 +137,7 @@ class MLSRConfig(Config):
 
     methods: tuple[str, ...] = param(DEFAULT_METHODS, choices=ALL_METHODS, help="methods to compare")
     parts: tuple[str, ...] = param(
-        ("training", "sinusoid", "published", "fits", "digits", "diagnostics"),
+        ("training", "sinusoid", "published", "fits", "digits", "diagnostics", "rl"),
         choices=PARTS,
         help="parts of the experiment to run",
     )
@@ -160,6 +177,24 @@ class MLSRConfig(Config):
     widths: tuple[int, ...] = param((20, 40, 80, 160), ge=2, le=4096, help="hidden widths for 'diagnostics'")
     diag_iterations: int = param(100, ge=1, le=1_000_000, help="meta-training iterations per width in 'diagnostics'")
     rip_k: int = param(3, ge=1, le=64, help="sparsity level k of the sampled RIP constant δ_k")
+    rl_methods: tuple[str, ...] = param(("mlsr", "maml", "maml_l1"), choices=RL_METHODS, help="methods of 'rl'")
+    rl_env: str = param("navigation2d", choices=tuple(ENVS), help="environment of 'rl'")
+    rl_lam: float | None = param(
+        None, ge=0.0, le=100.0, help="L1 strength λ of MLSR / L1-MAML in 'rl' (None: metalab.rl.DEFAULT_LAM)"
+    )
+    rl_iterations: int = param(40, ge=1, le=100_000, help="meta-iterations in 'rl'")
+    rl_meta_batch: int = param(10, ge=1, le=1000, help="tasks per meta-batch in 'rl'")
+    rl_trajectories: int = param(20, ge=1, le=1000, help="trajectories per task and inner step in 'rl'")
+    rl_horizon: int = param(20, ge=1, le=1000, help="steps per episode in 'rl'")
+    rl_hidden: tuple[int, ...] = param((100, 100), ge=1, le=4096, help="hidden sizes of the policy's mean network")
+    rl_inner_steps: int = param(1, ge=1, le=10, help="inner policy-gradient steps during meta-training in 'rl'")
+    rl_inner_lr: float = param(0.1, gt=0.0, le=10.0, help="inner / test-time policy-gradient step α in 'rl'")
+    rl_meta_lr: float = param(3e-3, gt=0.0, le=10.0, help="Adam learning rate of the meta-update in 'rl'")
+    rl_adapt_steps: int = param(3, ge=1, le=20, help="test-time adaptation steps in 'rl'")
+    rl_eval_tasks: int = param(10, ge=1, le=1000, help="fixed evaluation tasks in 'rl'")
+    rl_eval_trajectories: int = param(20, ge=1, le=1000, help="trajectories per evaluation task and step in 'rl'")
+    rl_goals_shown: int = param(3, ge=1, le=20, help="evaluation goals whose trajectories are recorded (navigation)")
+    rl_paths_shown: int = param(2, ge=1, le=100, help="trajectories recorded per goal and adaptation step")
     log_every: int = param(10, ge=1, le=100_000, help="meta-iterations per 'training' record")
     device: str = param("cpu", choices=("auto", "cpu", "cuda"), help="torch device")
     seed: int = param(0, ge=0, le=2**31 - 1, help="random seed")
@@ -173,6 +208,11 @@ class MLSRConfig(Config):
             "digit_query": 50,
             "diag_iterations": 5_000,
             "log_every": 100,
+            "rl_iterations": 500,
+            "rl_meta_batch": 20,
+            "rl_horizon": 100,
+            "rl_eval_tasks": 40,
+            "rl_eval_trajectories": 40,
         },
     }
 
@@ -207,6 +247,31 @@ class MLSRConfig(Config):
             )
         if not self.digit_hidden:
             raise ConfigError("digit_hidden", self.digit_hidden, "at least one hidden size")
+        if "rl" in self.parts:
+            self._check_rl()
+
+    def _check_rl(self) -> None:
+        if not self.rl_methods:
+            raise ConfigError("rl_methods", self.rl_methods, "at least one of " + ", ".join(RL_METHODS))
+        if not self.rl_hidden:
+            raise ConfigError("rl_hidden", self.rl_hidden, "at least one hidden size")
+        if self.rl_goals_shown > self.rl_eval_tasks:
+            raise ConfigError(
+                "rl_goals_shown", self.rl_goals_shown, f"an integer <= rl_eval_tasks={self.rl_eval_tasks}"
+            )
+        if self.rl_paths_shown > self.rl_eval_trajectories:
+            raise ConfigError(
+                "rl_paths_shown", self.rl_paths_shown, f"an integer <= rl_eval_trajectories={self.rl_eval_trajectories}"
+            )
+        if self.rl_env == "halfcheetah_dir":
+            try:
+                require_mujoco()
+            except ImportError:
+                raise ConfigError(
+                    "rl_env",
+                    self.rl_env,
+                    f"'navigation2d' (halfcheetah_dir needs gymnasium and MuJoCo: {INSTALL_HINT})",
+                ) from None
 
     def _diag_samples(self) -> int:
         return 2 * self.digit_shots if self.task == "digits" else self.shots
@@ -771,6 +836,101 @@ def _training_units(config: MLSRConfig, models: _Models, state: dict) -> list[Ca
     return [unit(m, k) for k in config.inner_steps for m in config.methods if m != "random"]
 
 
+def make_rl_learner(config: MLSRConfig, method: str) -> MetaRL:
+    """The meta-RL learner of ``method`` (in ``RL_METHODS``) with the config's 'rl' settings."""
+    rule = RL_RULES[method]
+    lam = 0.0 if rule == "maml" else (DEFAULT_LAM[rule] if config.rl_lam is None else config.rl_lam)
+    return MetaRL(
+        config.rl_env,
+        method=rule,
+        lam=lam,
+        meta_batch=config.rl_meta_batch,
+        trajectories=config.rl_trajectories,
+        horizon=config.rl_horizon,
+        inner_steps=config.rl_inner_steps,
+        inner_lr=config.rl_inner_lr,
+        meta_lr=config.rl_meta_lr,
+        hidden=config.rl_hidden,
+        seed=config.seed,
+    )
+
+
+def _trajectory_rows(config: MLSRConfig, evaluation, steps_shown: list[int]) -> Iterator[dict[str, Any]]:
+    """Positions of the recorded trajectories; the frozen positions after an episode ends are left out."""
+    for s in steps_shown:
+        for g in range(config.rl_goals_shown):
+            goal = evaluation.tasks[g]
+            for path in range(config.rl_paths_shown):
+                points = evaluation.positions[s, g, path]  # (H + 1, 2)
+                running = evaluation.mask[s, g, path]  # (H,): 1 while the episode runs
+                last = int(running.sum())  # the position after the last running step
+                for t in range(last + 1):
+                    yield {
+                        "adapt_steps": s,
+                        "goal_index": g,
+                        "goal_x": float(goal[0]),
+                        "goal_y": float(goal[1]),
+                        "path": path,
+                        "t": t,
+                        "x": float(points[t, 0]),
+                        "y": float(points[t, 1]),
+                    }
+
+
+def _rl_units(config: MLSRConfig, models: _Models, state: dict) -> list[Callable[[], Iterator[Record]]]:
+    steps_shown = sorted({0, 1, config.rl_adapt_steps})
+
+    def unit(method: str) -> Callable[[], Iterator[Record]]:
+        def run_unit() -> Iterator[Record]:
+            learner = make_rl_learner(config, method)
+            common = {"env": config.rl_env, "lam": learner.rule.lam}
+            seconds = 0.0
+            iterations = meta_train(learner, config.rl_iterations) if method != "random" else ()
+            for stats in iterations:
+                seconds += stats["seconds"]
+                yield Record(
+                    "rl",
+                    method,
+                    stats["iteration"],
+                    {
+                        "kind": "meta_iteration",
+                        **common,
+                        "return_before": stats["return_before"],
+                        "return_after": stats["return_after"],
+                        "surrogate": stats["surrogate"],
+                        "grad_norm": stats["grad_norm"],
+                        "status": stats["status"],
+                        "seconds": stats["seconds"],
+                    },
+                )
+            tasks = learner.env.sample_tasks(config.rl_eval_tasks, generator(config.seed, "mlsr-rl-eval-tasks"))
+            evaluation = evaluate(
+                learner, tasks, steps=config.rl_adapt_steps, trajectories=config.rl_eval_trajectories, seed=config.seed
+            )
+            for s in range(config.rl_adapt_steps + 1):
+                yield Record(
+                    "rl",
+                    method,
+                    s,
+                    {
+                        "kind": "adaptation",
+                        **common,
+                        "adapt_steps": s,
+                        "mean_return": float(evaluation.returns[s].mean()),
+                        "ci95": _ci95(evaluation.returns[s]),
+                        "eval_tasks": config.rl_eval_tasks,
+                        "train_seconds": seconds,
+                    },
+                )
+            if config.rl_env == "navigation2d":
+                for row in _trajectory_rows(config, evaluation, steps_shown):
+                    yield Record("rl", method, row["adapt_steps"], {"kind": "trajectory", **common, **row})
+
+        return run_unit
+
+    return [unit(m) for m in config.rl_methods]
+
+
 _PART_UNITS = {
     "training": _training_units,
     "sinusoid": _sinusoid_units,
@@ -778,6 +938,7 @@ _PART_UNITS = {
     "fits": _fits_units,
     "digits": _digits_units,
     "diagnostics": _diagnostics_units,
+    "rl": _rl_units,
 }
 
 

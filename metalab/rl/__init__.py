@@ -5,7 +5,7 @@ reconstruction), :mod:`metalab.rl.envs` for the environments and :mod:`metalab.r
 rollouts, returns, baselines and the policy-gradient surrogate.
 """
 
-from metalab.rl.envs import ENVS, INSTALL_HINT, REWARDS, HalfCheetahDir, Navigation2D, make_env
+from metalab.rl.envs import ENVS, INSTALL_HINT, REWARDS, HalfCheetahDir, Navigation2D, make_env, require_mujoco
 from metalab.rl.meta import (
     DEFAULT_LAM,
     METHODS,
@@ -60,6 +60,7 @@ __all__ = [
     "linear_baseline",
     "log_prob",
     "make_env",
+    "require_mujoco",
     "make_policy",
     "meta_train",
     "mlsr_step",

@@ -114,7 +114,7 @@ class Navigation2D:
         return self._positions.clone(), reward, done
 
 
-def _require_mujoco():
+def require_mujoco():
     """gymnasium, imported lazily; ImportError naming the ``rl`` extra when gymnasium or MuJoCo is missing."""
     try:
         import gymnasium
@@ -140,7 +140,7 @@ class HalfCheetahDir:
     task_dim = 1
 
     def __init__(self, *, horizon: int = 200, ctrl_cost: float = 0.05, env_id: str = "HalfCheetah-v5"):
-        self._gym = _require_mujoco()
+        self._gym = require_mujoco()
         self.horizon = check_int("horizon", horizon, 1)
         self.ctrl_cost = check_number("ctrl_cost", ctrl_cost, strict=False)
         self.env_id = env_id

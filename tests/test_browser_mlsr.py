@@ -1,0 +1,39 @@
+"""The MLSR page in a real browser, with the server, browser and chart helpers of tests/test_browser.py.
+
+Skipped without Debian's ``chromium``, except on CI (``CI=true``), where a missing browser is a failure.
+"""
+
+from __future__ import annotations
+
+import pytest
+from test_browser import _wait_for_final_chart, browser, dashboard  # noqa: F401 - fixtures used by name
+
+pytestmark = pytest.mark.browser
+
+PAGE = "Meta_Learning_from_Sparse_Recovery"
+
+
+def test_mlsr_training_curve_follows_the_inner_steps_slider(dashboard, browser, tmp_path):  # noqa: F811
+    from playwright.sync_api import expect  # the browser fixture has skipped (or failed on CI) without playwright
+
+    page = browser.new_page(viewport={"width": 1400, "height": 1300})
+    page.goto(f"{dashboard}/{PAGE}?meta_iterations=20&methods=mlsr&methods=maml")
+    chart = page.get_by_test_id("stVegaLiteChart")
+    before_text = _wait_for_final_chart(page, chart, "1 inner step(s)")
+    assert "20 meta-iterations" in before_text
+    expect(chart).to_have_count(4, timeout=30_000)  # training curve, fits, test MSE, head magnitudes
+    before_image = chart.first.screenshot()
+    page.screenshot(path=str(tmp_path / "mlsr_before.png"))
+
+    slider = page.get_by_test_id("stSlider").filter(has_text="inner steps")
+    thumb = slider.get_by_role("slider")
+    thumb.focus()
+    thumb.press("ArrowRight")
+
+    after_text = _wait_for_final_chart(page, chart, "2 inner step(s)")
+    after_image = chart.first.screenshot()
+    page.screenshot(path=str(tmp_path / "mlsr_after.png"))
+    assert after_text != before_text
+    assert after_image != before_image  # the curves were redrawn, not only the title
+    assert "inner_steps=2" in page.url  # the view is in the link
+    page.close()
