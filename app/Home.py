@@ -18,45 +18,42 @@ PAPERS = [
     },
     {
         "title": "Memory-reduced meta-learning",
-        "source": "gradient-based and implicit meta-learning",
+        "source": "Yang, Ma & Yu, arXiv:2412.12030",
         "question": "Meta-gradients through inner loops cost memory that grows with the number of "
-        "inner steps. How much can be saved without changing what is learned?",
-        "lab": "Memory and accuracy of MAML-style and implicit (hypergradient) meta-learning, side by side.",
-        "page": None,
+        "inner steps K. Can an implicit hypergradient (K head steps, N conjugate-gradient steps) keep "
+        "memory flat in K without losing accuracy?",
+        "lab": "Live: graph memory against K for the implicit method, MAML, ANIL and ITD-BiO; "
+        "few-shot training curves; conjugate-gradient residuals, and why λ = 0 diverges.",
+        "page": "pages/2_Memory_Reduced_Meta_Learning.py",
     },
     {
         "title": "Meta-learning from sparse recovery (MLSR)",
-        "source": "sparse recovery across tasks",
-        "question": "When tasks share a sparse structure, can sparse-recovery algorithms (ISTA / FISTA) "
-        "learn it from few samples per task?",
-        "lab": "Recovery of the shared support and few-shot error as tasks and samples vary.",
-        "page": None,
+        "source": "Lou, Zhao & Wang, NeurIPS 2021 Workshop on Meta-Learning",
+        "question": "If the output layer is recovered by an L1 (sparse-recovery) inner loop, does a "
+        "first-order meta-gradient learn features that adapt with less cross-task interference?",
+        "lab": "Live: MLSR against MAML, MAML-FZ (ANIL), L1-MAML and random init on sinusoid regression, "
+        "digit pairs and 2-D navigation.",
+        "page": "pages/3_Meta_Learning_from_Sparse_Recovery.py",
     },
     {
         "title": "Compressive meta-learning",
-        "source": "learning from sketches",
+        "source": "Mas Montserrat, Bonet, Perera, Giró-i-Nieto & Ioannidis, arXiv:2508.11090 (KDD '25)",
         "question": "Can a model be meta-learned from a compact sketch of a data set instead of the data, "
         "with privacy and distributed collection for free?",
-        "lab": "Sketch and query networks against randomized baselines, with differential privacy "
-        "and distributed sketching.",
-        "page": None,
+        "lab": "Live: learned Sketch- and Query-Networks against randomized sketches for PCA, ridge, "
+        "k-means and autoencoders; error against sketch size and privacy budget ε.",
+        "page": "pages/4_Compressive_Meta_Learning.py",
     },
 ]
 
 
 def card(paper: dict) -> None:
     with st.container(border=True, height="stretch"):
-        live = paper["page"] is not None
         st.subheader(paper["title"])
-        if live:
-            st.badge("live", icon=":material/play_circle:", color="green")
-        else:
-            st.badge("coming next", icon=":material/schedule:", color="gray")
         st.caption(paper["source"])
         st.markdown(paper["question"])
         st.markdown(f"*{paper['lab']}*")
-        if live:
-            st.page_link(paper["page"], label="Open the lab", icon=":material/arrow_forward:")
+        st.page_link(paper["page"], label="Open the lab", icon=":material/arrow_forward:")
 
 
 st.title("metalab")
