@@ -106,7 +106,7 @@ class CompressiveConfig(Config):
     presets = {
         "quick": {
             "steps": 600,
-            "sketch_sizes": (10, 30, 60),
+            "sketch_sizes": (10, 60),
             "eval_sets": 24,
             "epsilons": (1.0, 5.0, 50.0),
             "decode_sizes": (1_000, 10_000, 100_000),
