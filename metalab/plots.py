@@ -64,6 +64,11 @@ def figures_from(frame: pd.DataFrame, makers: dict[str, Callable[[pd.DataFrame],
     return {name: fig for name, fig in figures.items() if fig is not None}
 
 
+def row_of_axes(fig: Figure, n: int, **options) -> np.ndarray:
+    """``n`` panels side by side as a 1-D array of axes (also for ``n = 1``); ``options`` go to ``subplots``."""
+    return fig.subplots(1, n, squeeze=False, **options)[0]
+
+
 def log_floor(rows: pd.DataFrame, column: str) -> float:
     """A lower limit for a log axis: a decade under the smallest value of the methods that estimate
     (the oracle's exact zero, ~1e-16, would otherwise squash every other curve); at least 1e-12."""
@@ -167,7 +172,7 @@ def noise_floor_figure(frame: pd.DataFrame) -> Figure | None:
     factors = [f for f in ("noise", "d", "n_tasks", "n_samples") if f in set(rows["factor"])]
     names = {"noise": r"noise $\sigma$", "d": "dimension d", "n_tasks": "tasks T", "n_samples": "samples per task m"}
     fig = Figure(figsize=(3.2 * len(factors), 3.4), layout="constrained")
-    axes = np.atleast_1d(fig.subplots(1, len(factors)))
+    axes = row_of_axes(fig, len(factors))
     for ax, factor in zip(axes, factors):
         means = rows[rows["factor"] == factor].groupby("value")["coef_error_fro"].mean().sort_index()
         x, y = means.index.to_numpy(float), means.to_numpy(float)

@@ -7,11 +7,10 @@ records hold nothing for it.
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from metalab.plots import figures_from, part_rows
+from metalab.plots import figures_from, part_rows, row_of_axes
 
 COLOURS = {"learned": "#d62728", "random": "#1f77b4", "exact": "#2ca02c", "data": "#bbbbbb"}
 LABELS = {
@@ -28,8 +27,7 @@ def _style(method: str) -> dict:
 
 
 def _task_axes(fig: Figure, tasks: list[str]) -> dict[str, object]:
-    axes = np.atleast_1d(fig.subplots(1, len(tasks), squeeze=False)[0])
-    return dict(zip(tasks, axes))
+    return dict(zip(tasks, row_of_axes(fig, len(tasks))))
 
 
 def _relative_panels(rows: pd.DataFrame, x: str, xlabel: str, title: str, log_x: bool) -> Figure:

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from metalab.plots import METHOD_COLOURS, METHOD_LABELS, figures_from, part_rows
+from metalab.plots import METHOD_COLOURS, METHOD_LABELS, figures_from, part_rows, row_of_axes
 
 #: the suite's colours, extended with the hypergradient methods
 COLOURS = {
@@ -79,7 +79,7 @@ def training_figure(frame: pd.DataFrame) -> Figure | None:
         return None
     shots = sorted(rows["shots"].unique())
     fig = Figure(figsize=(5.5 * len(shots), 4.2), layout="constrained")
-    axes = np.atleast_1d(fig.subplots(1, len(shots), squeeze=False)[0])
+    axes = row_of_axes(fig, len(shots))
     for ax, k in zip(axes, shots):
         for method, group in rows[rows["shots"] == k].groupby("method", sort=False):
             group = group.sort_values("step")

@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from metalab.plots import METHOD_COLOURS as _SUITE_COLOURS
-from metalab.plots import figures_from, part_rows
+from metalab.plots import figures_from, part_rows, row_of_axes
 
 #: one colour per method of this experiment (MAML-FZ keeps the suite's ANIL colour)
 MLSR_COLOURS = {
@@ -100,7 +100,7 @@ def sinusoid_figure(frame: pd.DataFrame) -> Figure | None:
         return None
     panels = sorted(rows["train_inner_steps"].unique())
     fig = Figure(figsize=(5.2 * len(panels), 4.0), layout="constrained")
-    axes = np.atleast_1d(fig.subplots(1, len(panels), sharey=True, squeeze=False)[0])
+    axes = row_of_axes(fig, len(panels), sharey=True)
     published = part_rows(frame, "published")
     for ax, inner in zip(axes, panels):
         mine = rows[rows["train_inner_steps"] == inner]
@@ -216,7 +216,7 @@ def training_figure(frame: pd.DataFrame) -> Figure | None:
     rows = rows[rows["width"] == rows["task"].map(base)]
     panels = list(rows.groupby(["task", "train_inner_steps"]).groups)
     fig = Figure(figsize=(4.6 * len(panels), 3.6), layout="constrained")
-    axes = np.atleast_1d(fig.subplots(1, len(panels), squeeze=False)[0])
+    axes = row_of_axes(fig, len(panels))
     for ax, (task, inner) in zip(axes, panels):
         mine = rows[(rows["task"] == task) & (rows["train_inner_steps"] == inner)]
         for method in _methods(mine):

@@ -60,7 +60,8 @@ class Task:
 
     ``parameters(out)`` turns the network's flat output ``(..., n_outputs)`` into named parameters;
     ``error(params, X, y)`` is the differentiable loss per data set (``X (B, n, d)`` -> ``(B,)``);
-    ``exact_error(X, y)`` the loss of the exact reference fitted on the full data.
+    ``exact(X, y)`` the exact reference's parameters fitted on the full data, and ``exact_error(X, y)``
+    their loss.
     """
 
     name: str
@@ -86,10 +87,12 @@ class Task:
     def error(self, params: Params, X: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
 
-    def exact_error(
-        self, X: torch.Tensor, y: torch.Tensor | None = None, *, seed: int = 0
-    ) -> torch.Tensor:  # pragma: no cover
+    def exact(self, X: torch.Tensor, y: torch.Tensor | None = None, *, seed: int = 0) -> Params:  # pragma: no cover
         raise NotImplementedError
+
+    def exact_error(self, X: torch.Tensor, y: torch.Tensor | None = None, *, seed: int = 0) -> torch.Tensor:
+        """The loss of the exact reference fitted on the full data (:meth:`exact`), per data set."""
+        return self.error(self.exact(X, y, seed=seed), X, y)
 
     def check_samples(self, n: int) -> None:
         """Reject data sets too small for the task (k-means needs ``k <= n``)."""
@@ -126,9 +129,9 @@ class PCATask(Task):
     def error(self, params: Params, X: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         return references.pca_error(X, params["components"], params["mean"])
 
-    def exact_error(self, X: torch.Tensor, y: torch.Tensor | None = None, *, seed: int = 0) -> torch.Tensor:
+    def exact(self, X: torch.Tensor, y: torch.Tensor | None = None, *, seed: int = 0) -> Params:
         components, mean = references.pca(X, self.k)
-        return references.pca_error(X, components, mean)
+        return {"mean": mean, "components": components}
 
 
 @dataclass(frozen=True)
@@ -162,9 +165,9 @@ class RidgeTask(Task):
     def error(self, params: Params, X: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         return references.ridge_loss(X, y, params["w"], params["b"], self.lam)
 
-    def exact_error(self, X: torch.Tensor, y: torch.Tensor | None = None, *, seed: int = 0) -> torch.Tensor:
+    def exact(self, X: torch.Tensor, y: torch.Tensor | None = None, *, seed: int = 0) -> Params:
         w, b = references.ridge(X, y, self.lam)
-        return references.ridge_loss(X, y, w, b, self.lam)
+        return {"w": w, "b": b}
 
 
 @dataclass(frozen=True)
@@ -191,8 +194,8 @@ class KMeansTask(Task):
     def error(self, params: Params, X: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         return references.kmeans_sse(X, params["centroids"])
 
-    def exact_error(self, X: torch.Tensor, y: torch.Tensor | None = None, *, seed: int = 0) -> torch.Tensor:
-        return references.kmeans(X, self.k, restarts=self.restarts, seed=seed)[1]
+    def exact(self, X: torch.Tensor, y: torch.Tensor | None = None, *, seed: int = 0) -> Params:
+        return {"centroids": references.kmeans(X, self.k, restarts=self.restarts, seed=seed)[0]}
 
     def check_samples(self, n: int) -> None:
         check_int("k", self.k, 1, n, hint=f" (at most the number of samples, {n})")
@@ -238,9 +241,8 @@ class AutoencoderTask(Task):
     def error(self, params: Params, X: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         return references.autoencoder_error(X, params)
 
-    def exact_error(self, X: torch.Tensor, y: torch.Tensor | None = None, *, seed: int = 0) -> torch.Tensor:
-        params = references.autoencoder(X, self.hidden, self.k, steps=self.reference_steps, seed=seed)
-        return references.autoencoder_error(X, params)
+    def exact(self, X: torch.Tensor, y: torch.Tensor | None = None, *, seed: int = 0) -> Params:
+        return references.autoencoder(X, self.hidden, self.k, steps=self.reference_steps, seed=seed)
 
 
 TASKS: dict[str, type[Task]] = {

@@ -385,7 +385,7 @@ def _merge_units(config: CompressiveConfig, state: dict) -> list[Callable[[], It
         X, y = data.X[0], None if data.y is None else data.y[0]
         rows = {
             "learned": (learned_model.sketch_net, learned_model.task.rows(X, y)),
-            "random": (learner.feature_map, learner.rows(X[None], None if y is None else y[None])[0]),
+            "random": (learner.feature_map, learner.rows(X, y)),
         }
         for method, (feature_map, samples) in rows.items():
             whole = Sketch.of(feature_map, samples)
@@ -421,11 +421,10 @@ def _throughput_units(config: CompressiveConfig, state: dict) -> list[Callable[[
         learned_model = model(config, state, name, m)
         learner = RandomizedLearner(task_of(config, name), m, seed=config.seed)
         g = torch.Generator().manual_seed(config.seed)
-        width = learned_model.task.sketch_input_dim
-        learned_rows = 2.0 * torch.rand(config.throughput_rows, width, generator=g, dtype=torch.float64) - 1.0
-        random_rows = learner.rows(learned_rows[None, :, : config.d])[0] if name != "ridge" else None
-        if random_rows is None:
-            random_rows = learner.rows(learned_rows[None, :, :-1], learned_rows[None, :, -1])[0]
+        X = 2.0 * torch.rand(config.throughput_rows, config.d, generator=g, dtype=torch.float64) - 1.0
+        y = 2.0 * torch.rand(config.throughput_rows, generator=g, dtype=torch.float64) - 1.0
+        y = y if learned_model.task.needs_target else None
+        learned_rows, random_rows = learned_model.task.rows(X, y), learner.rows(X, y)
         maps = {"learned": (learned_model.sketch_net, learned_rows), "random": (learner.feature_map, random_rows)}
         schedulers = ["single"] if config.scheduler == "single" else ["single", config.scheduler]
         for method, (feature_map, rows) in maps.items():
@@ -501,7 +500,7 @@ def _example_units(config: CompressiveConfig, state: dict) -> list[Callable[[], 
         answers = {
             "learned": {k: v[0].to(X) for k, v in learned_model.decode(z_learned).items()},
             "random": {k: v[0] for k, v in learner.decode(z_random).items()},
-            "exact": _exact_params(config, task, X, y),
+            "exact": task.exact(X, y, seed=config.seed),
         }
         errors = {
             "learned": float(task.error(answers["learned"], X, y)),
@@ -519,18 +518,6 @@ def _example_units(config: CompressiveConfig, state: dict) -> list[Callable[[], 
                 yield Record("example", method, i, {**base, "x": a, "y": b, "relative_error": relative})
 
     return [(lambda name=name: unit(name)) for name in config.tasks]
-
-
-def _exact_params(config: CompressiveConfig, task: Task, X: torch.Tensor, y: torch.Tensor | None) -> Params:
-    if task.name == "kmeans":
-        return {"centroids": references.kmeans(X, task.k, seed=config.seed)[0]}
-    if task.name == "pca":
-        components, mean = references.pca(X, task.k)
-        return {"components": components, "mean": mean}
-    if task.name == "ridge":
-        w, b = references.ridge(X, y, task.lam)
-        return {"w": w, "b": b}
-    return references.autoencoder(X, task.hidden, task.k, steps=task.reference_steps, seed=config.seed)
 
 
 _PART_UNITS = {
