@@ -15,6 +15,7 @@ import math
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -103,14 +104,24 @@ def _run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     records = []
-    with tqdm(
-        total=100, unit="%", desc=args.experiment, bar_format="{l_bar}{bar}| {elapsed}<{remaining}", disable=args.quiet
-    ) as bar:
+    with (
+        warnings.catch_warnings(),
+        tqdm(
+            total=100,
+            unit="%",
+            desc=args.experiment,
+            bar_format="{l_bar}{bar}| {elapsed}<{remaining}",
+            disable=args.quiet,
+        ) as bar,
+    ):
+        # a warning (e.g. a part skipped for lack of data) as one line above the bar, not a source excerpt
+        warnings.showwarning = lambda message, *_, **__: tqdm.write(f"metalab: warning: {message}", file=sys.stderr)
         for record in module.run(config):
             records.append(record)
             if record.progress is not None:
                 bar.update(100 * record.progress - bar.n)
                 bar.set_postfix_str(f"{record.part}: {record.method}", refresh=False)
+        bar.update(100 - bar.n)  # done, also when every part was skipped
     frame = collect(records)
     frame.to_csv(out / "records.csv", index=False)
     rows = [{k: _json_safe(v) for k, v in row.items()} for row in frame.to_dict(orient="records")]

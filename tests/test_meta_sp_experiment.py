@@ -123,11 +123,24 @@ def test_cli_show_lists_every_setting(capsys):
         assert f"  {field} = " in shown
 
 
-def test_air_quality_part_is_skipped_with_a_warning_without_data(tmp_path, monkeypatch):
+def test_air_quality_part_is_skipped_with_a_one_line_warning_without_data(tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("METALAB_DATA", raising=False)
     with pytest.warns(UserWarning, match=r"air-quality data not found"):
-        frame = collect(run(MetaSPConfig(parts=("air_quality",), data_path=str(tmp_path))))
+        frame = collect(run(MetaSPConfig(parts=("air_quality",))))
     assert frame.empty
+    assert main(["run", "meta_sp", "--set", "parts=air_quality", "--out", str(tmp_path)]) == 0
+    err = capsys.readouterr().err
+    assert "metalab: warning: air-quality data not found" in err and "units = " not in err
+
+
+def test_air_quality_part_with_a_wrong_data_path_is_an_error(tmp_path, capsys):
+    with pytest.raises(FileNotFoundError, match=r"data_path=.* holds no Beijing air-quality files"):
+        next(run(MetaSPConfig(parts=("air_quality",), data_path=str(tmp_path))))
+    assert (
+        main(["run", "meta_sp", "--set", "parts=air_quality", "--set", f"data_path={tmp_path}", "--out", str(tmp_path)])
+        == 2
+    )
+    assert "holds no Beijing air-quality files" in capsys.readouterr().err
 
 
 @pytest.mark.realdata

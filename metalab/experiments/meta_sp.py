@@ -318,6 +318,11 @@ def _noise_floor_units(config: MetaSPConfig) -> list[Callable[[], Iterator[Recor
 
 def _air_quality_units(config: MetaSPConfig) -> list[Callable[[], Iterator[Record]]]:
     folder = find_air_quality_dir(config.data_path or None)
+    if folder is None and config.data_path:
+        raise FileNotFoundError(
+            f"data_path={config.data_path!r} holds no Beijing air-quality files (PRSA_Data_*.csv.gz), "
+            "neither in it nor in its beijing_air_quality/ folder; leave data_path empty to skip the 'air_quality' part"
+        )
     if folder is None:
         warnings.warn(
             "air-quality data not found (set data_path or METALAB_DATA to the folder holding "
