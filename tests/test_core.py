@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import sys
+import time
+import types
 
 import numpy as np
 import pandas as pd
@@ -138,6 +142,28 @@ def failing_function() -> None:
 def test_peak_rss_reports_the_child_failure():
     with pytest.raises(RuntimeError, match=r"ArithmeticError: boom"):
         peak_rss_in_subprocess(failing_function)
+
+
+def dying_function() -> None:
+    os._exit(3)
+
+
+def test_peak_rss_reports_a_child_that_dies_at_once_instead_of_waiting_for_the_timeout():
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match=r"died with exit code 3 before reporting"):
+        peak_rss_in_subprocess(dying_function, timeout=120)
+    assert time.monotonic() - started < 60
+
+
+def test_peak_rss_never_reruns_the_callers_main_script(tmp_path, monkeypatch):
+    marker = tmp_path / "main-ran"
+    script = tmp_path / "page.py"  # like a Streamlit page under AppTest: a main module with side effects
+    script.write_text(f"open({str(marker)!r}, 'w').close()\n")
+    fake_main = types.ModuleType("__main__")
+    fake_main.__file__ = str(script)
+    monkeypatch.setitem(sys.modules, "__main__", fake_main)
+    _, total = peak_rss_in_subprocess(allocate_and_touch, 1)
+    assert total == 2**20 // 8 and not marker.exists()
 
 
 def test_generator_streams_are_independent_and_reproducible():

@@ -48,6 +48,25 @@ def test_memory_part_shows_implicit_flat_and_unrolled_methods_growing_in_k():
     assert ratios["implicit_vs_maml"] < 0.5 and ratios["implicit_k_max_vs_k_min"] == pytest.approx(1.0, abs=0.1)
 
 
+def test_process_memory_of_a_fresh_subprocess_grows_with_k_for_maml_and_not_for_the_implicit_method():
+    """measure_rss: the peak RSS of one fresh process per record, above the process that only loads the
+    batch.  MAML's graph at K=20 (about 17 MB) shows up there; the implicit method's (2.7 MB, flat) does not."""
+    config = MemoryReducedConfig(
+        dataset="glyphs",
+        timing_repeats=1,
+        parts=("memory",),
+        methods=("implicit", "maml"),
+        k_grid=(1, 20),
+        measure_rss=True,
+    )
+    extra = collect(run(config)).pivot_table(index="inner_steps", columns="method", values="rss_extra_mb")
+    maml_growth = extra.loc[20, "maml"] - extra.loc[1, "maml"]
+    implicit_growth = extra.loc[20, "implicit"] - extra.loc[1, "implicit"]
+    assert maml_growth > 8, extra
+    assert abs(implicit_growth) < 4, extra
+    assert (extra > 0).all().all(), extra
+
+
 def test_training_part_streams_increasing_steps_and_wall_clock_with_finite_accuracies():
     config = small(parts=("training",), methods=("implicit", "maml"), shots=(1,), meta_iterations=4, eval_every=2)
     frame = collect(run(config))

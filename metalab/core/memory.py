@@ -12,9 +12,12 @@ Three views, from exact to coarse:
 
 from __future__ import annotations
 
-import multiprocessing as mp
+import os
+import pickle
 import resource
+import subprocess
 import sys
+import tempfile
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -111,32 +114,63 @@ def _peak_rss_bytes() -> int:
     return peak if sys.platform == "darwin" else peak * 1024
 
 
-def _child(queue: mp.Queue, fn: Callable[..., Any], args: tuple, kwargs: dict) -> None:
+def _measure_in_child(payload: str, answer: str) -> None:
+    """The child's side: load (fn, args, kwargs) from ``payload``, run it, write
+    ("ok", peak RSS, result) or ("error", 0, message) to ``answer``."""
+    with open(payload, "rb") as source:
+        fn, args, kwargs = pickle.load(source)
     try:
         result = fn(*args, **kwargs)
-        queue.put(("ok", _peak_rss_bytes(), result))
-    except BaseException as exc:  # report any failure to the parent instead of hanging it
-        queue.put(("error", 0, f"{type(exc).__name__}: {exc}"))
+        outcome = ("ok", _peak_rss_bytes(), result)
+    except BaseException as exc:  # report any failure to the parent as text
+        outcome = ("error", 0, f"{type(exc).__name__}: {exc}")
+    with open(answer, "wb") as sink:
+        pickle.dump(outcome, sink)
+
+
+# The child interpreter: the parent's sys.path first (so ``fn`` unpickles), then the measured call.
+_CHILD_CODE = (
+    "import pickle, sys\n"
+    "with open(sys.argv[1], 'rb') as f: sys.path[:] = pickle.load(f)\n"
+    "from metalab.core.memory import _measure_in_child\n"
+    "_measure_in_child(sys.argv[2], sys.argv[3])\n"
+)
 
 
 def peak_rss_in_subprocess(fn: Callable[..., Any], *args: Any, timeout: float = 600, **kwargs: Any) -> tuple[int, Any]:
-    """Run ``fn(*args, **kwargs)`` in a fresh (spawned) process; return (peak RSS bytes, its result).
+    """Run ``fn(*args, **kwargs)`` in a fresh interpreter; return (its peak RSS in bytes, its result).
 
-    ``fn`` must be importable (a module-level function) and its result picklable.
+    ``fn`` must be importable (a module-level function) and its arguments and result picklable.  The
+    child is a plain ``python -c`` process, not a multiprocessing one, so it never re-runs the caller's
+    ``__main__`` (a script without a main guard, a Streamlit page) and a child that dies is reported at
+    once.  Raises ``RuntimeError`` when ``fn`` raises, the child dies, or it runs past ``timeout`` seconds.
     """
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    process = ctx.Process(target=_child, args=(queue, fn, args, kwargs))
-    process.start()
-    try:
-        status, peak, payload = queue.get(timeout=timeout)
-    finally:
-        process.join(timeout=10)
-        if process.is_alive():
-            process.kill()
+    with tempfile.TemporaryDirectory(prefix="metalab-rss-") as folder:
+        path, payload, answer = (os.path.join(folder, name) for name in ("path", "payload", "answer"))
+        with open(path, "wb") as sink:
+            pickle.dump(list(sys.path), sink)
+        with open(payload, "wb") as sink:
+            pickle.dump((fn, args, kwargs), sink)
+        try:
+            child = subprocess.run(
+                [sys.executable, "-c", _CHILD_CODE, path, payload, answer],
+                stderr=subprocess.PIPE,
+                timeout=timeout,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            raise RuntimeError(f"the measured function ran past timeout={timeout} s in its subprocess") from None
+        if not os.path.exists(answer):
+            tail = child.stderr.decode(errors="replace").strip().splitlines()[-5:]
+            raise RuntimeError(
+                f"the measurement subprocess died with exit code {child.returncode} before reporting"
+                + (": " + " / ".join(tail) if tail else "")
+            )
+        with open(answer, "rb") as source:
+            status, peak, result = pickle.load(source)
     if status != "ok":
-        raise RuntimeError(f"the measured function failed in its subprocess: {payload}")
-    return peak, payload
+        raise RuntimeError(f"the measured function failed in its subprocess: {result}")
+    return peak, result
 
 
 def cuda_peak_bytes(fn: Callable[[], Any], device: torch.device | str = "cuda") -> tuple[int, Any]:
