@@ -198,7 +198,9 @@ def test_exploding_inner_loop_gives_zeros_and_a_warning(method):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CGWarning)
         with pytest.warns(HypergradientWarning, match="non-finite"):
-            result = hypergradient(method, net, params, head, sx, sy, qx, qy, inner_steps=5, inner_lr=1e300, l2=0.1)
+            result = hypergradient(
+                method, net, params, head, sx, sy, qx, qy, inner_steps=5, inner_lr=1e300, l2=0.1, prox=1e-300
+            )  # prox: iMAML refuses inner_lr·prox >= 2 up front; the loss itself must explode here
     assert result.status == "non_finite"
     assert all(torch.count_nonzero(v) == 0 for v in result.hypergrad.values())
 
@@ -329,6 +331,14 @@ def test_graph_memory_flat_in_k_for_fused_and_growing_for_unrolled():
 
 # ---------------------------------------------------------------------------------------------
 # Argument checks
+
+
+def test_imaml_refuses_a_proximal_strength_its_inner_loop_cannot_follow():
+    net, params, head, sx, sy, qx, qy = tiny_problem()
+    with pytest.raises(ValueError, match=r"prox=4.0 is not allowed with inner_lr=0.5: prox < 2 / inner_lr = 4"):
+        hypergradient("imaml", net, params, head, sx, sy, qx, qy, inner_steps=2, inner_lr=0.5, prox=4.0)
+    result = hypergradient("imaml", net, params, head, sx, sy, qx, qy, inner_steps=2, inner_lr=0.5, prox=3.9)
+    assert all(bool(torch.isfinite(g).all()) for g in result.hypergrad.values())
 
 
 @pytest.mark.parametrize(

@@ -333,8 +333,9 @@ def cg_warnings(frame: pd.DataFrame, config) -> None:
         st.warning(
             "**iMAML's conjugate gradient failed** during meta-training (status `cg_fallback`). iMAML solves "
             "(I + ∇²g / prox) v = ∇f over the whole network, whose Hessian has negative curvature; when it is below "
-            f"−prox (here prox = {config.prox:g}) the system is not positive definite and CG stops. A larger iMAML "
-            "proximal strength helps.",
+            f"−prox (here prox = {config.prox:g}) the system is not positive definite and CG stops. A larger "
+            f"proximal strength helps only up to prox < 2 / inner_lr = {2 / config.inner_lr:g}, where the proximal "
+            "inner loop starts to diverge; on the quick preset's Conv-4, CG still fails at K >= 5 below that bound.",
             icon=":material/warning:",
         )
 

@@ -33,6 +33,12 @@ from metalab.implicit.cg import conjugate_gradient, stack_results
 from metalab.implicit.common import HypergradResult, Options, check_feature_dim, finish
 from metalab.implicit.hypergrad import prepare
 
+#: why iMAML needs inner_lr * prox < 2
+PROX_STABILITY = (
+    "the proximal term alone multiplies w − θ by (1 − inner_lr·prox) per inner step, so at inner_lr·prox >= 2 "
+    "the inner loop diverges"
+)
+
 Tree = Any
 
 
@@ -207,6 +213,11 @@ def imaml(backbone, params, head, support_x, support_y, query_x, query_y, **opti
     The meta-gradient v covers the backbone (``hypergrad``) and the head (``head_hypergrad``).
     """
     opts = Options(**options)
+    if opts.inner_lr * opts.prox >= 2:
+        raise ValueError(
+            f"prox={opts.prox!r} is not allowed with inner_lr={opts.inner_lr!r}: prox < 2 / inner_lr = "
+            f"{2 / opts.inner_lr:g}; {PROX_STABILITY}"
+        )
     backbone, params, head, tasks = prepare(backbone, params, head, support_x, support_y, query_x, query_y)
     B = tasks.n_tasks
     anchor = (params, head)
