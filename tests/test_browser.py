@@ -126,6 +126,14 @@ def _wait_for_final_chart(page, chart, expected: str, timeout_s: float = 90) -> 
     pytest.fail(f"the chart never showed {expected!r} as a finished run; last text: {text[:300]!r}")
 
 
+def press_slider(page, label: str, presses: int = 1, key: str = "ArrowRight") -> None:
+    """Move the sidebar slider whose label contains ``label`` by ``presses`` keyboard steps."""
+    thumb = page.get_by_test_id("stSlider").filter(has_text=label).get_by_role("slider")
+    thumb.focus()
+    for _ in range(presses):
+        thumb.press(key)
+
+
 def test_meta_sp_chart_follows_a_slider(dashboard, browser, tmp_path):
     page = browser.new_page(viewport={"width": 1400, "height": 1300})
     page.goto(f"{dashboard}/{PAGE}")
@@ -134,11 +142,7 @@ def test_meta_sp_chart_follows_a_slider(dashboard, browser, tmp_path):
     before_image = chart.first.screenshot()
     page.screenshot(path=str(tmp_path / "meta_sp_before.png"))
 
-    slider = page.get_by_test_id("stSlider").filter(has_text="samples per task m")
-    thumb = slider.get_by_role("slider")
-    thumb.focus()
-    for _ in range(5):
-        thumb.press("ArrowRight")
+    press_slider(page, "samples per task m", 5)
 
     after_text = _wait_for_final_chart(page, chart, "m = 15 samples per task")
     after_image = chart.first.screenshot()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 # the module's fixtures (one dashboard server and one Chromium for this module) and its waiting helper
-from tests.test_browser import _wait_for_final_chart, browser, dashboard  # noqa: F401
+from test_browser import _wait_for_final_chart, browser, dashboard  # noqa: F401
 
 pytestmark = pytest.mark.browser
 

@@ -6,7 +6,7 @@ Skipped without Debian's ``chromium``, except on CI (``CI=true``), where a missi
 from __future__ import annotations
 
 import pytest
-from test_browser import _wait_for_final_chart, browser, dashboard  # noqa: F401 - fixtures used by name
+from test_browser import _wait_for_final_chart, browser, dashboard, press_slider  # noqa: F401 - fixtures used by name
 
 pytestmark = pytest.mark.browser
 
@@ -25,10 +25,7 @@ def test_mlsr_training_curve_follows_the_inner_steps_slider(dashboard, browser, 
     before_image = chart.first.screenshot()
     page.screenshot(path=str(tmp_path / "mlsr_before.png"))
 
-    slider = page.get_by_test_id("stSlider").filter(has_text="inner steps")
-    thumb = slider.get_by_role("slider")
-    thumb.focus()
-    thumb.press("ArrowRight")
+    press_slider(page, "inner steps")
 
     after_text = _wait_for_final_chart(page, chart, "2 inner step(s)")
     after_image = chart.first.screenshot()
