@@ -335,7 +335,10 @@ def test_graph_memory_flat_in_k_for_fused_and_growing_for_unrolled():
 
 def test_imaml_refuses_a_proximal_strength_its_inner_loop_cannot_follow():
     net, params, head, sx, sy, qx, qy = tiny_problem()
-    with pytest.raises(ValueError, match=r"prox=4.0 is not allowed with inner_lr=0.5: prox < 2 / inner_lr = 4"):
+    with pytest.raises(
+        ValueError,
+        match=r"prox=4.0 is not allowed: < 2 / inner_lr = 4 for iMAML: at inner_lr·prox >= 2 its proximal inner loop diverges",
+    ):
         hypergradient("imaml", net, params, head, sx, sy, qx, qy, inner_steps=2, inner_lr=0.5, prox=4.0)
     result = hypergradient("imaml", net, params, head, sx, sy, qx, qy, inner_steps=2, inner_lr=0.5, prox=3.9)
     assert all(bool(torch.isfinite(g).all()) for g in result.hypergrad.values())

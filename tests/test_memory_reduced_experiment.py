@@ -124,7 +124,7 @@ def test_config_errors_name_the_field_the_value_and_what_is_allowed(tmp_path, mo
         MemoryReducedConfig(inner_steps=-1)
     with pytest.raises(ConfigError, match=r"cg_steps=-2 is not allowed"):
         MemoryReducedConfig(cg_steps=-2)
-    with pytest.raises(ConfigError, match=r"prox=10.0 is not allowed: < 2 / inner_lr = 10 when imaml runs"):
+    with pytest.raises(ConfigError, match=r"prox=10.0 is not allowed: < 2 / inner_lr = 10 for iMAML"):
         MemoryReducedConfig(methods=("implicit", "imaml"), inner_lr=0.2, prox=10.0)
     assert MemoryReducedConfig(methods=("implicit",), inner_lr=0.2, prox=10.0).prox == 10.0  # iMAML alone reads prox
     with pytest.raises(ConfigError, match=r"l2=-0.1 is not allowed: a finite number >= 0"):

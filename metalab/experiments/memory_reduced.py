@@ -76,7 +76,7 @@ from metalab.implicit import (
     hypergradient,
     implicit_hypergradient,
 )
-from metalab.implicit.baselines import PROX_STABILITY
+from metalab.implicit.baselines import check_imaml_prox
 from metalab.nets import Conv4, features, init_head
 
 NAME = "memory_reduced"
@@ -192,10 +192,8 @@ class MemoryReducedConfig(Config):
                     f"shots + queries <= {INSTANCES} (images per class); with queries={self.queries} at most "
                     f"{INSTANCES - self.queries} shots",
                 )
-        if "imaml" in self.methods and self.inner_lr * self.prox >= 2:
-            raise ConfigError(
-                "prox", self.prox, f"< 2 / inner_lr = {2 / self.inner_lr:g} when imaml runs: {PROX_STABILITY}"
-            )
+        if "imaml" in self.methods:
+            check_imaml_prox(self.prox, self.inner_lr)
         limit = {"digits": DIGIT_SPLIT["test"], "glyphs": round(GLYPH_CLASSES * GLYPH_SPLIT["test"])}.get(self.dataset)
         if limit is not None and self.ways > limit:
             raise ConfigError(

@@ -28,16 +28,23 @@ import torch
 from torch.func import functional_call, vmap
 from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
 
+from metalab.core import ConfigError
 from metalab.implicit import heads
 from metalab.implicit.cg import conjugate_gradient, stack_results
 from metalab.implicit.common import HypergradResult, Options, check_feature_dim, finish
 from metalab.implicit.hypergrad import prepare
 
-#: why iMAML needs inner_lr * prox < 2
-PROX_STABILITY = (
-    "the proximal term alone multiplies w − θ by (1 − inner_lr·prox) per inner step, so at inner_lr·prox >= 2 "
-    "the inner loop diverges"
-)
+
+def check_imaml_prox(prox: float, inner_lr: float) -> None:
+    """iMAML's inner step w ← w − inner_lr·(∇g + prox·(w − θ)) multiplies w − θ by (1 − inner_lr·prox)
+    through the proximal term alone, so the inner loop diverges unless inner_lr·prox < 2."""
+    if inner_lr * prox >= 2:
+        raise ConfigError(
+            "prox",
+            prox,
+            f"< 2 / inner_lr = {2 / inner_lr:g} for iMAML: at inner_lr·prox >= 2 its proximal inner loop diverges",
+        )
+
 
 Tree = Any
 
@@ -213,11 +220,7 @@ def imaml(backbone, params, head, support_x, support_y, query_x, query_y, **opti
     The meta-gradient v covers the backbone (``hypergrad``) and the head (``head_hypergrad``).
     """
     opts = Options(**options)
-    if opts.inner_lr * opts.prox >= 2:
-        raise ValueError(
-            f"prox={opts.prox!r} is not allowed with inner_lr={opts.inner_lr!r}: prox < 2 / inner_lr = "
-            f"{2 / opts.inner_lr:g}; {PROX_STABILITY}"
-        )
+    check_imaml_prox(opts.prox, opts.inner_lr)
     backbone, params, head, tasks = prepare(backbone, params, head, support_x, support_y, query_x, query_y)
     B = tasks.n_tasks
     anchor = (params, head)
