@@ -1,4 +1,4 @@
-"""Fixtures shared by the dashboard tests (tests/test_app.py, tests/test_browser.py)."""
+"""Fixtures shared by the dashboard tests (tests/test_app*.py, tests/test_browser*.py)."""
 
 from __future__ import annotations
 
@@ -13,3 +13,21 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 def repo_root() -> Path:
     """The source checkout (the dashboard lives in repo_root / "app")."""
     return REPO_ROOT
+
+
+@pytest.fixture
+def app_page(repo_root: Path):
+    """``app_page(page_file, timeout)`` -> ``make(**query)``: a fresh AppTest of ``app/pages/<page_file>`` with
+    the given URL query parameters (not yet run), each script run allowed ``timeout`` seconds."""
+    from streamlit.testing.v1 import AppTest
+
+    def factory(page_file: str, timeout: float):
+        def make(**query) -> AppTest:
+            at = AppTest.from_file(str(repo_root / "app" / "pages" / page_file), default_timeout=timeout)
+            for name, value in query.items():
+                at.query_params[name] = value
+            return at
+
+        return make
+
+    return factory

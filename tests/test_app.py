@@ -14,16 +14,9 @@ FEW_METHODS = ["meta_sp", "mom"]
 
 
 @pytest.fixture
-def page(repo_root):
+def page(app_page):
     """A fresh AppTest of the Meta-SP page with the given URL query parameters (not yet run)."""
-
-    def make(**query) -> AppTest:
-        at = AppTest.from_file(str(repo_root / "app" / "pages" / "1_Meta_Subspace_Pursuit.py"), default_timeout=TIMEOUT)
-        for name, value in query.items():
-            at.query_params[name] = value
-        return at
-
-    return make
+    return app_page("1_Meta_Subspace_Pursuit.py", TIMEOUT)
 
 
 def summary(at: AppTest):

@@ -5,24 +5,14 @@ from __future__ import annotations
 import pytest
 
 pytest.importorskip("streamlit")
-from streamlit.testing.v1 import AppTest  # noqa: E402
 
 TIMEOUT = 240  # seconds per script run on 2 slow CPU cores
 
 
 @pytest.fixture
-def page(repo_root):
+def page(app_page):
     """A fresh AppTest of the compressive page with the given URL query parameters (not yet run)."""
-
-    def make(**query) -> AppTest:
-        at = AppTest.from_file(
-            str(repo_root / "app" / "pages" / "4_Compressive_Meta_Learning.py"), default_timeout=TIMEOUT
-        )
-        for name, value in query.items():
-            at.query_params[name] = value
-        return at
-
-    return make
+    return app_page("4_Compressive_Meta_Learning.py", TIMEOUT)
 
 
 def test_a_short_run_draws_the_curve_the_answers_and_their_errors(page):

@@ -21,17 +21,9 @@ TINY = {
 
 
 @pytest.fixture
-def page(repo_root):
+def page(app_page):
     """A fresh AppTest of the memory-reduced page with the given URL query parameters (not yet run)."""
-
-    def make(**query) -> AppTest:
-        path = repo_root / "app" / "pages" / "2_Memory_Reduced_Meta_Learning.py"
-        at = AppTest.from_file(str(path), default_timeout=TIMEOUT)
-        for name, value in query.items():
-            at.query_params[name] = value
-        return at
-
-    return make
+    return app_page("2_Memory_Reduced_Meta_Learning.py", TIMEOUT)
 
 
 def chart_specs(at: AppTest) -> list[str]:

@@ -11,17 +11,9 @@ TIMEOUT = 180  # seconds per script run; generous for 2 slow CPU cores
 
 
 @pytest.fixture
-def page(repo_root):
+def page(app_page):
     """A fresh AppTest of the MLSR page with the given URL query parameters (not yet run)."""
-
-    def make(**query) -> AppTest:
-        path = repo_root / "app" / "pages" / "3_Meta_Learning_from_Sparse_Recovery.py"
-        at = AppTest.from_file(str(path), default_timeout=TIMEOUT)
-        for name, value in query.items():
-            at.query_params[name] = value
-        return at
-
-    return make
+    return app_page("3_Meta_Learning_from_Sparse_Recovery.py", TIMEOUT)
 
 
 def summary(at: AppTest):
