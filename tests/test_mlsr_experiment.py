@@ -13,7 +13,7 @@ from metalab.cli import main
 from metalab.core import ConfigError, collect
 from metalab.experiments import get_experiment
 from metalab.experiments.mlsr import PUBLISHED, MLSRConfig, run
-from metalab.plots_mlsr import mlsr_figures
+from metalab.plots.mlsr import mlsr_figures
 
 TIMING = ["seconds", "train_seconds"]
 

@@ -15,7 +15,7 @@ if APP_DIR not in sys.path:  # `streamlit run app/Home.py` puts app/ on the path
 
 import lab  # noqa: E402
 
-from metalab import plots_mlsr  # noqa: E402
+from metalab.plots import mlsr as plots_mlsr  # noqa: E402
 from metalab.experiments import get_experiment  # noqa: E402
 
 EXPERIMENT = "mlsr"

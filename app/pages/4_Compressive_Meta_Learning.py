@@ -16,7 +16,7 @@ if APP_DIR not in sys.path:  # `streamlit run app/Home.py` puts app/ on the path
 
 import lab  # noqa: E402
 
-from metalab import plots_compressive  # noqa: E402
+from metalab.plots import compressive as plots_compressive  # noqa: E402
 from metalab.experiments import get_experiment  # noqa: E402
 
 EXPERIMENT = "compressive"

@@ -24,6 +24,24 @@ class ConfigError(ValueError):
         super().__init__(f"{field}={value!r} is not allowed: {allowed}")
 
 
+@dataclasses.dataclass(frozen=True)
+class Control:
+    """How an interface (the dashboard) offers a field: the widget and the range it shows, which may be
+    narrower than what the field allows (a slider to 200 for a field valid up to 2000).
+
+    ``widget`` is ``"auto"`` (from the field's type: a toggle for flags, a select for choices, a
+    multiselect for tuples with choices, a text box for other tuples, a slider for bounded numbers, a
+    number box otherwise) or one of ``slider``, ``number``, ``select``, ``multiselect``, ``toggle``,
+    ``text``.  ``low``/``high`` default to the field's bounds.
+    """
+
+    widget: str = "auto"
+    low: float | None = None
+    high: float | None = None
+    step: float | None = None
+    format: str | None = None
+
+
 def param(
     default: Any,
     *,
@@ -32,12 +50,23 @@ def param(
     le: float | None = None,
     choices: Iterable[Any] | None = None,
     help: str = "",
+    label: str = "",
+    control: Control | None = None,
 ) -> Any:
-    """Declare a config field with its default, its bounds (``ge``/``gt``/``le``) or ``choices``.
+    """Declare a config field with its default, its bounds (``ge``/``gt``/``le``) or ``choices``, its
+    ``help`` text, the ``label`` people read (default: the field name) and how a ``control`` offers it.
 
     For tuple fields the bounds and choices apply to every element.
     """
-    meta = {"ge": ge, "gt": gt, "le": le, "choices": tuple(choices) if choices else None, "help": help}
+    meta = {
+        "ge": ge,
+        "gt": gt,
+        "le": le,
+        "choices": tuple(choices) if choices else None,
+        "help": help,
+        "label": label,
+        "control": control or Control(),
+    }
     if isinstance(default, (list, tuple)):
         return dataclasses.field(default_factory=lambda: tuple(default), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -161,6 +190,24 @@ class Config:
     @classmethod
     def field_names(cls) -> list[str]:
         return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def field(cls, name: str) -> dataclasses.Field:
+        """The dataclass field ``name`` (its ``metadata`` holds bounds, help, label and control)."""
+        for f in dataclasses.fields(cls):
+            if f.name == name:
+                return f
+        raise ConfigError(name, None, f"a field of {cls.__name__}: " + ", ".join(cls.field_names()))
+
+    @classmethod
+    def label(cls, name: str) -> str:
+        """The words people read for field ``name`` (its declared label, else the name itself)."""
+        return cls.field(name).metadata.get("label") or name
+
+    @classmethod
+    def allowed(cls, name: str) -> str:
+        """What field ``name`` allows, in words (as error messages say it)."""
+        return _allowed_text(cls.field(name).metadata)
 
     @classmethod
     def describe(cls) -> dict[str, str]:

@@ -554,6 +554,6 @@ def ratios(frame) -> dict[str, float]:
 
 def figures(frame, config: CompressiveConfig | None = None) -> dict[str, Any]:
     """Every figure the records allow, keyed by part name."""
-    from metalab import plots_compressive
+    from metalab.plots import compressive as plots_compressive
 
     return plots_compressive.compressive_figures(frame)

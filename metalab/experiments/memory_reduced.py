@@ -822,6 +822,6 @@ def memory_ratios(frame) -> dict[str, float]:
 
 def figures(frame, config: MemoryReducedConfig | None = None) -> dict[str, Any]:
     """Every figure the records allow, keyed by part name."""
-    from metalab import plots_memory
+    from metalab.plots import memory_reduced as plots_memory
 
     return plots_memory.memory_reduced_figures(frame)

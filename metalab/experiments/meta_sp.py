@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from metalab import plots
+from metalab.plots import meta_sp as plots
 from metalab.core import (
     Config,
     ConfigError,

@@ -959,6 +959,6 @@ def published_table(frame) -> Any:
 
 def figures(frame, config: MLSRConfig | None = None) -> dict[str, Any]:
     """Every figure the records allow, keyed by part name."""
-    from metalab import plots_mlsr
+    from metalab.plots import mlsr as plots_mlsr
 
     return plots_mlsr.mlsr_figures(frame)

@@ -12,24 +12,9 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from metalab.plots import METHOD_COLOURS as _SUITE_COLOURS
-from metalab.plots import figures_from, part_rows, row_of_axes
+from metalab.plots import styles
+from metalab.plots.common import figures_from, part_rows, row_of_axes
 
-#: one colour per method of this experiment (MAML-FZ keeps the suite's ANIL colour)
-MLSR_COLOURS = {
-    "mlsr": "#d62728",
-    "maml": "#1f77b4",
-    "maml_fz": _SUITE_COLOURS["anil"],
-    "maml_l1": "#9467bd",
-    "random": "#7f7f7f",
-}
-MLSR_LABELS = {
-    "mlsr": "MLSR",
-    "maml": "MAML",
-    "maml_fz": "MAML-FZ (ANIL)",
-    "maml_l1": "MAML + L1 inner loop",
-    "random": "random init",
-}
 #: the colours of Figure 2 of the paper: truth, before adaptation, after 1 step, after the last step
 FIT_STYLES = {
     "truth": {"color": "#ff7f0e", "linestyle": "-"},
@@ -39,8 +24,11 @@ FIT_STYLES = {
 }
 
 
+EXPERIMENT = "mlsr"
+
+
 def _style(method: str) -> dict:
-    return {"color": MLSR_COLOURS.get(method), "label": MLSR_LABELS.get(method, method)}
+    return styles.mpl(EXPERIMENT, method)
 
 
 def _curve_with_band(ax, group: pd.DataFrame, x: str, y: str, method: str, **marker) -> None:
@@ -48,12 +36,11 @@ def _curve_with_band(ax, group: pd.DataFrame, x: str, y: str, method: str, **mar
     ax.plot(group[x], group[y], marker="o", **marker, **_style(method))
     if "ci95" in group and group["ci95"].notna().any():
         low, high = group[y] - group["ci95"], group[y] + group["ci95"]
-        ax.fill_between(group[x], low, high, color=MLSR_COLOURS.get(method), alpha=0.15)
+        ax.fill_between(group[x], low, high, color=styles.style(EXPERIMENT, method).colour, alpha=0.15)
 
 
 def _methods(rows: pd.DataFrame) -> list[str]:
-    present = list(dict.fromkeys(rows["method"]))
-    return [m for m in MLSR_LABELS if m in present] + [m for m in present if m not in MLSR_LABELS]
+    return styles.ordered(EXPERIMENT, rows["method"])
 
 
 def fits_figure(frame: pd.DataFrame) -> Figure | None:
@@ -84,7 +71,7 @@ def fits_figure(frame: pd.DataFrame) -> Figure | None:
             pts = support[support["task_index"] == t]
             ax.plot(pts["x"], pts["y_true"], "^", color="black", ms=5, label="support points")
             if i == 0:
-                ax.set_title(MLSR_LABELS.get(method, method))
+                ax.set_title(styles.label(EXPERIMENT, method))
             if j == 0:
                 ax.set_ylabel(f"task {int(t)}")
             ax.grid(True, alpha=0.3)
@@ -113,7 +100,7 @@ def sinusoid_figure(frame: pd.DataFrame) -> Figure | None:
                 published["published_mse"],
                 "*",
                 ms=11,
-                color=MLSR_COLOURS["maml"],
+                color=styles.style(EXPERIMENT, "maml").colour,
                 markeredgecolor="black",
                 label="MAML, published (5-shot)",
             )
@@ -189,8 +176,8 @@ def diagnostics_figure(frame: pd.DataFrame) -> Figure | None:
             mine["coherence"],
             marker="s",
             ls="--",
-            color=MLSR_COLOURS.get(method),
-            label=f"{MLSR_LABELS.get(method, method)}: coherence",
+            color=styles.style(EXPERIMENT, method).colour,
+            label=f"{styles.label(EXPERIMENT, method)}: coherence",
         )
     if not rip.empty:
         k = int(rip["rip_k"].iloc[0])
@@ -249,7 +236,7 @@ def rl_returns_figure(frame: pd.DataFrame) -> Figure | None:
     for method in _methods(training):
         group = training[training["method"] == method].sort_values("step")
         curve_ax.plot(group["step"], group["return_after"], lw=1.6, **_style(method))
-        curve_ax.plot(group["step"], group["return_before"], lw=0.9, ls=":", color=MLSR_COLOURS.get(method))
+        curve_ax.plot(group["step"], group["return_before"], lw=0.9, ls=":", color=styles.style(EXPERIMENT, method).colour)
     curve_ax.set(
         xlabel="meta-iteration",
         ylabel="mean return of the meta-batch",
@@ -299,7 +286,7 @@ def rl_trajectories_figure(frame: pd.DataFrame) -> Figure | None:
             if i == 0:
                 ax.set_title(f"goal {int(goal)}")
             if j == 0:
-                ax.set_ylabel(MLSR_LABELS.get(method, method))
+                ax.set_ylabel(styles.label(EXPERIMENT, method))
             ax.grid(True, alpha=0.3)
     axes[0, -1].legend(fontsize=7, loc="lower right")
     fig.suptitle("2-D navigation: trajectories before and after test-time adaptation (dotted: the goals' square)")

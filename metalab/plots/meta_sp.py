@@ -1,81 +1,20 @@
-"""Matplotlib figures shared by the notebooks, the dashboard and the CLI.
-
-Figures are built on ``matplotlib.figure.Figure`` directly (no pyplot state), so they are safe to
-draw from the dashboard's threads and are shown inline by Jupyter.  Each function takes the
-DataFrame made by :func:`metalab.core.collect` and returns a figure, or ``None`` when the records
-hold nothing for it.
-"""
+"""Figures of the Meta Subspace Pursuit experiment (:mod:`metalab.experiments.meta_sp`)."""
 
 from __future__ import annotations
-
-from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter, ScalarFormatter
 
-#: one colour per method, stable across every figure of the suite
-METHOD_COLOURS = {
-    "meta_sp": "#d62728",
-    "mom": "#1f77b4",
-    "altmin_gd": "#2ca02c",
-    "altmin": "#98df8a",
-    "burer_monteiro": "#9467bd",
-    "nuclear_norm": "#8c564b",
-    "anil": "#ff7f0e",
-    "anil_fo": "#ffbb78",
-    "single_task": "#7f7f7f",
-    "oracle": "#17becf",
-    "ridge": "#bcbd22",
-    "zero": "#c7c7c7",
-}
+from metalab.plots import styles
+from metalab.plots.common import figures_from, log_floor, part_rows, row_of_axes
 
-METHOD_LABELS = {
-    "meta_sp": "Meta-SP",
-    "mom": "MoM",
-    "altmin_gd": "AltMinGD",
-    "altmin": "AltMin",
-    "burer_monteiro": "Burer-Monteiro",
-    "nuclear_norm": "nuclear norm",
-    "anil": "ANIL",
-    "anil_fo": "ANIL (first order)",
-    "single_task": "single-task OLS + SVD",
-    "oracle": "oracle basis",
-    "ridge": "per-task ridge",
-    "zero": "predict the mean",
-}
+EXPERIMENT = "meta_sp"
 
 
 def _style(method: str) -> dict:
-    return {"color": METHOD_COLOURS.get(method), "label": METHOD_LABELS.get(method, method)}
-
-
-def part_rows(frame: pd.DataFrame, part: str) -> pd.DataFrame:
-    """The records of one part of an experiment (an empty frame when there are none)."""
-    if frame.empty or "part" not in frame:
-        return frame.iloc[0:0]
-    return frame[frame["part"] == part]
-
-
-def figures_from(frame: pd.DataFrame, makers: dict[str, Callable[[pd.DataFrame], Figure | None]]) -> dict[str, Figure]:
-    """Call every figure maker on the records and keep the figures they could draw, by name."""
-    figures = {name: make(frame) for name, make in makers.items()}
-    return {name: fig for name, fig in figures.items() if fig is not None}
-
-
-def row_of_axes(fig: Figure, n: int, **options) -> np.ndarray:
-    """``n`` panels side by side as a 1-D array of axes (also for ``n = 1``); ``options`` go to ``subplots``."""
-    return fig.subplots(1, n, squeeze=False, **options)[0]
-
-
-def log_floor(rows: pd.DataFrame, column: str) -> float:
-    """A lower limit for a log axis: a decade under the smallest value of the methods that estimate
-    (the oracle's exact zero, ~1e-16, would otherwise squash every other curve); at least 1e-12."""
-    estimated = rows.loc[rows["method"] != "oracle", column]
-    positive = estimated[estimated > 0]
-    return max(float(positive.min()) / 10 if not positive.empty else 1e-12, 1e-12)
-
+    return styles.mpl(EXPERIMENT, method)
 
 def convergence_figure(frame: pd.DataFrame) -> Figure | None:
     """Subspace error per iteration for every method (log scale): Meta-SP's linear rate to a floor.
@@ -112,7 +51,7 @@ def convergence_figure(frame: pd.DataFrame) -> Figure | None:
 def _mean_band(ax, rows: pd.DataFrame, x: str, y: str, method: str, floor: float) -> None:
     stats = rows.groupby(x)[y].agg(["mean", "min", "max"]).sort_index().clip(lower=floor)
     ax.plot(stats.index, stats["mean"], marker="o", **_style(method))
-    ax.fill_between(stats.index, stats["min"], stats["max"], color=METHOD_COLOURS.get(method), alpha=0.12)
+    ax.fill_between(stats.index, stats["min"], stats["max"], color=styles.style(EXPERIMENT, method).colour, alpha=0.12)
 
 
 def samples_figure(frame: pd.DataFrame) -> Figure | None:
@@ -176,12 +115,12 @@ def noise_floor_figure(frame: pd.DataFrame) -> Figure | None:
     for ax, factor in zip(axes, factors):
         means = rows[rows["factor"] == factor].groupby("value")["coef_error_fro"].mean().sort_index()
         x, y = means.index.to_numpy(float), means.to_numpy(float)
-        ax.loglog(x, y, "o", color=METHOD_COLOURS["meta_sp"], label="Meta-SP")
+        ax.loglog(x, y, "o", color=styles.style(EXPERIMENT, "meta_sp").colour, label="Meta-SP")
         expected = float(rows[rows["factor"] == factor]["expected_slope"].iloc[0])
         if len(x) >= 2:
             slope, intercept = np.polyfit(np.log(x), np.log(y), 1)
             ax.loglog(
-                x, np.exp(intercept) * x**slope, "-", color=METHOD_COLOURS["meta_sp"], label=f"fit: slope {slope:.2f}"
+                x, np.exp(intercept) * x**slope, "-", color=styles.style(EXPERIMENT, "meta_sp").colour, label=f"fit: slope {slope:.2f}"
             )
             anchor = np.exp(np.mean(np.log(y)) - expected * np.mean(np.log(x)))
             ax.loglog(x, anchor * x**expected, "--", color="black", label=f"rate: slope {expected:g}")
@@ -201,9 +140,9 @@ def _bar_by_method(rows: pd.DataFrame, column: str, ylabel: str, title: str, log
     fig = Figure(figsize=(8, 3.6), layout="constrained")
     ax = fig.add_subplot()
     ax.bar(
-        [METHOD_LABELS.get(m, m) for m in stats.index],
+        [styles.label(EXPERIMENT, m) for m in stats.index],
         stats.to_numpy(),
-        color=[METHOD_COLOURS.get(m, "#999999") for m in stats.index],
+        color=[styles.style(EXPERIMENT, m).colour for m in stats.index],
     )
     ax.set(ylabel=ylabel, title=title)
     if log:

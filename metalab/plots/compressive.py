@@ -10,20 +10,17 @@ from __future__ import annotations
 import pandas as pd
 from matplotlib.figure import Figure
 
-from metalab.plots import figures_from, part_rows, row_of_axes
+from metalab.plots import styles
+from metalab.plots.common import figures_from, part_rows, row_of_axes
 
-COLOURS = {"learned": "#d62728", "random": "#1f77b4", "exact": "#2ca02c", "data": "#bbbbbb"}
-LABELS = {
-    "learned": "learned sketch (Sketch- + Query-Network)",
-    "random": "random sketch + classical decoder",
-    "exact": "exact, on the full data",
-    "data": "data",
-}
 TASK_TITLES = {"pca": "PCA", "ridge": "ridge regression", "kmeans": "k-means", "autoencoder": "autoencoder"}
 
 
+EXPERIMENT = "compressive"
+
+
 def _style(method: str) -> dict:
-    return {"color": COLOURS.get(method), "label": LABELS.get(method, method)}
+    return styles.mpl(EXPERIMENT, method)
 
 
 def _task_axes(fig: Figure, tasks: list[str]) -> dict[str, object]:
@@ -39,7 +36,7 @@ def _relative_panels(rows: pd.DataFrame, x: str, xlabel: str, title: str, log_x:
             line = line.sort_values(x)
             ax.plot(line[x], line["relative_error"], marker="o", **_style(method))
             if "q25" in line and method != "exact":
-                ax.fill_between(line[x], line["q25"], line["q75"], color=COLOURS.get(method), alpha=0.15)
+                ax.fill_between(line[x], line["q25"], line["q75"], color=styles.style(EXPERIMENT, method).colour, alpha=0.15)
         ax.set(xlabel=xlabel, title=TASK_TITLES.get(task, task), yscale="log")
         if log_x:
             ax.set_xscale("log")
@@ -96,10 +93,10 @@ def decoding_figure(frame: pd.DataFrame) -> Figure | None:
     time_ax, error_ax = fig.subplots(1, 2)
     for method, group in rows.groupby("method", sort=False):
         group = group.sort_values("n")
-        label = "exact k-means (k-means++ and Lloyd)" if method == "exact" else LABELS.get(method, method)
-        time_ax.plot(group["n"], group["decode_seconds"], marker="o", color=COLOURS.get(method), label=label)
+        label = "exact k-means (k-means++ and Lloyd)" if method == "exact" else styles.label(EXPERIMENT, method)
+        time_ax.plot(group["n"], group["decode_seconds"], marker="o", color=styles.style(EXPERIMENT, method).colour, label=label)
         if method != "exact":
-            time_ax.plot(group["n"], group["sketch_seconds"], marker="x", linestyle=":", color=COLOURS.get(method))
+            time_ax.plot(group["n"], group["sketch_seconds"], marker="x", linestyle=":", color=styles.style(EXPERIMENT, method).colour)
         error_ax.plot(group["n"], group["relative_error"], marker="o", **_style(method))
     time_ax.set(
         xscale="log", yscale="log", xlabel="samples n", ylabel="seconds", title="Decode (solid) and sketch (dotted)"
@@ -141,7 +138,7 @@ def draw_example(ax, rows: pd.DataFrame, task: str) -> None:
     """Data as grey dots; centroids as large markers (k-means), reconstructions (PCA, autoencoder) or
     (target, prediction) pairs (ridge) as small ones, labelled with each method's relative error."""
     data = rows[rows["method"] == "data"]
-    ax.scatter(data["x"], data["y"], s=6, color=COLOURS["data"], label="data")
+    ax.scatter(data["x"], data["y"], s=6, color=styles.style(EXPERIMENT, "data").colour, label="data")
     markers = {"exact": "s", "learned": "o", "random": "^"}
     for method in ("exact", "random", "learned"):
         answer = rows[rows["method"] == method]
@@ -154,7 +151,7 @@ def draw_example(ax, rows: pd.DataFrame, task: str) -> None:
             answer["y"],
             s=size,
             marker=markers[method],
-            color=COLOURS[method],
+            color=styles.style(EXPERIMENT, method).colour,
             label=label,
             edgecolors="black" if task == "kmeans" else "none",
             linewidths=0.6,

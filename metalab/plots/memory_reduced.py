@@ -11,40 +11,14 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from metalab.plots import METHOD_COLOURS, METHOD_LABELS, figures_from, part_rows, row_of_axes
+from metalab.plots import styles
+from metalab.plots.common import figures_from, part_rows, row_of_axes
 
-#: the suite's colours, extended with the hypergradient methods
-COLOURS = {
-    **METHOD_COLOURS,
-    "implicit": "#d62728",
-    "implicit_unfused": "#ff9896",
-    "maml": "#1f77b4",
-    "fomaml": "#aec7e8",
-    "anil": "#ff7f0e",
-    "anil_recompute": "#8c564b",
-    "itd_bio": "#2ca02c",
-    "itd_bio_recompute": "#98df8a",
-    "imaml": "#9467bd",
-    "pixel_nearest": "#7f7f7f",
-}
-
-LABELS = {
-    **METHOD_LABELS,
-    "implicit": "Algorithm 1 (fused implicit)",
-    "implicit_unfused": "Algorithm 1 (authors' two-pass)",
-    "maml": "MAML",
-    "fomaml": "FOMAML",
-    "anil": "ANIL (features once)",
-    "anil_recompute": "ANIL (authors' style)",
-    "itd_bio": "ITD-BiO",
-    "itd_bio_recompute": "ITD-BiO (authors' style)",
-    "imaml": "iMAML",
-    "pixel_nearest": "pixel nearest neighbour",
-}
+EXPERIMENT = "memory_reduced"
 
 
 def _style(method: str) -> dict:
-    return {"color": COLOURS.get(method), "label": LABELS.get(method, method)}
+    return styles.mpl(EXPERIMENT, method)
 
 
 def memory_figure(frame: pd.DataFrame, log_y: bool = False) -> Figure | None:
@@ -156,13 +130,13 @@ def final_figure(frame: pd.DataFrame) -> Figure | None:
             width,
             yerr=part["ci95"],
             capsize=3,
-            color=[COLOURS.get(m, "#999999") for m in methods],
+            color=[styles.style(EXPERIMENT, m).colour for m in methods],
             hatch=hatches[j % len(hatches)],
             edgecolor="black",
             linewidth=0.5,
             label=f"{int(k)}-shot",
         )
-    ax.set_xticks(x, [LABELS.get(m, m) for m in methods], rotation=25, ha="right", fontsize=8)
+    ax.set_xticks(x, [styles.label(EXPERIMENT, m) for m in methods], rotation=25, ha="right", fontsize=8)
     first = rows.iloc[0]
     ax.set(
         ylabel="test accuracy (95% CI)",
@@ -190,8 +164,8 @@ def one_shot_figure(frame: pd.DataFrame) -> Figure | None:
             colours.append("#c7c7c7")
         else:
             suffix = "" if predictor == "pixels" else f" [{predictor}]"
-            labels.append(LABELS.get(method, method) + suffix)
-            colours.append(COLOURS.get(method, "#999999"))
+            labels.append(styles.label(EXPERIMENT, method) + suffix)
+            colours.append(styles.style(EXPERIMENT, method).colour)
         values.append(100 * float(row["error_rate"]))
     order = np.argsort(values)
     fig = Figure(figsize=(8, max(3.0, 0.28 * len(values) + 1)), layout="constrained")
