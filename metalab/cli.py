@@ -74,16 +74,16 @@ def _lab(args: argparse.Namespace) -> int:
 
 def _list(args: argparse.Namespace) -> int:
     for name in sorted(EXPERIMENTS):
-        module = get_experiment(name)
-        print(f"{name:16s} {module.TITLE}  (parts: {', '.join(module.PARTS)})")
+        experiment = get_experiment(name)
+        print(f"{name:16s} {experiment.paper.title}  (parts: {', '.join(experiment.part_names)})")
     return 0
 
 
 def _show(args: argparse.Namespace) -> int:
-    module = get_experiment(args.experiment)
-    config = module.CONFIG.preset(args.preset)
-    help_texts = module.CONFIG.describe()
-    print(f"{module.TITLE}, preset {args.preset!r}; change a field with --set NAME=VALUE\n")
+    experiment = get_experiment(args.experiment)
+    config = experiment.config.preset(args.preset)
+    help_texts = experiment.config.describe()
+    print(f"{experiment.paper.title}, preset {args.preset!r}; change a field with --set NAME=VALUE\n")
     for name, value in config.to_dict().items():
         shown = ",".join(map(str, value)) if isinstance(value, tuple) else value
         print(f"  {name} = {shown}\n      {help_texts[name]}")
@@ -99,8 +99,8 @@ def _json_safe(value: Any) -> Any:
 def _run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    module = get_experiment(args.experiment)
-    config = module.CONFIG.preset(args.preset, **parse_assignments(args.set))
+    experiment = get_experiment(args.experiment)
+    config = experiment.config.preset(args.preset, **parse_assignments(args.set))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     records = []
@@ -116,7 +116,7 @@ def _run(args: argparse.Namespace) -> int:
     ):
         # a warning (e.g. a part skipped for lack of data) as one line above the bar, not a source excerpt
         warnings.showwarning = lambda message, *_, **__: tqdm.write(f"metalab: warning: {message}", file=sys.stderr)
-        for record in module.run(config):
+        for record in experiment.run(config):
             records.append(record)
             if record.progress is not None:
                 bar.update(100 * record.progress - bar.n)
@@ -127,7 +127,7 @@ def _run(args: argparse.Namespace) -> int:
     rows = [{k: _json_safe(v) for k, v in row.items()} for row in frame.to_dict(orient="records")]
     payload = {"experiment": args.experiment, "preset": args.preset, "config": config.to_dict(), "records": rows}
     (out / "records.json").write_text(json.dumps(payload, indent=1, default=str))
-    for name, figure in module.figures(frame, config).items():
+    for name, figure in experiment.figures(frame).items():
         figure.savefig(out / f"{name}.png", dpi=120)
     written = sorted(p.name for p in out.iterdir())
     print(f"wrote {len(frame)} records and {len(written)} files to {out}: {', '.join(written)}")

@@ -74,7 +74,7 @@ def test_config_rejects_impossible_combinations():
         MetaSPConfig(methods=("meta_sp", "maml"))
     with pytest.raises(ConfigError, match=r"n_samples=0 is not allowed"):
         MetaSPConfig(n_samples=0)
-    assert get_experiment("meta_sp").CONFIG is MetaSPConfig
+    assert get_experiment("meta_sp").config is MetaSPConfig
     with pytest.raises(ValueError, match=r"experiment=.nope. is not known: one of .*meta_sp"):
         get_experiment("nope")
 

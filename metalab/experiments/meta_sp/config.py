@@ -1,0 +1,112 @@
+"""The settings of the Meta-SP experiment: sizes, methods, grids; ``quick`` runs in seconds, ``paper``
+at the published scale."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from metalab.core import Config, ConfigError, Control, param
+from metalab.subspace import METHODS
+
+PARTS = ("convergence", "samples", "rank", "noise_floor", "air_quality", "time_to_target")
+ALL_METHODS = ("meta_sp", "mom", "altmin_gd", "burer_monteiro", "nuclear_norm", "anil", "single_task", "oracle")
+#: the stated noise-floor rate O(sigma sqrt(d T / m)) as log-log slopes per factor
+EXPECTED_SLOPES = {"noise": 1.0, "d": 0.5, "n_tasks": 0.5, "n_samples": -0.5}
+
+
+@dataclasses.dataclass(frozen=True)
+class MetaSPConfig(Config):
+    """Settings of the Meta-SP experiment; ``quick`` runs in seconds, ``paper`` at published scale."""
+
+    d: int = param(20, ge=2, le=2000, label="dimension d", control=Control(high=200), help="feature dimension d")
+    rank: int = param(3, ge=1, le=200, label="rank s", control=Control(high=20), help="rank s of the shared subspace")
+    n_tasks: int = param(
+        100, ge=2, le=100_000, label="tasks T", control=Control(high=1000), help="number of training tasks T"
+    )
+    n_samples: int = param(
+        10, ge=1, le=100_000, label="samples per task m", control=Control(high=100), help="samples per task m"
+    )
+    noise: float = param(
+        0.1, ge=0.0, le=100.0, label="noise σ", control=Control(high=2.0, step=0.01), help="noise standard deviation σ"
+    )
+    step_size: float | None = param(
+        None,
+        gt=0.0,
+        le=100.0,
+        label="step size η",
+        control=Control(widget="number", low=0.001, step=0.05, format="%.3f"),
+        help="Meta-SP step size η (None: 1/max_t λmax(X_tᵀX_t/m))",
+    )
+    max_iter: int = param(
+        150,
+        ge=1,
+        le=100_000,
+        label="iterations",
+        control=Control(high=1000),
+        help="iterations of the iterative methods",
+    )
+    tol: float = param(1e-10, ge=0.0, le=1.0, help="relative-change stopping tolerance")
+    init: str = param("zero", choices=("zero", "spectral"), label="initialisation", help="Meta-SP initialisation")
+    refit: str = param(
+        "none", choices=("none", "ls"), label="refit after thresholding", help="Meta-SP least-squares refit"
+    )
+    methods: tuple[str, ...] = param(
+        ALL_METHODS, choices=tuple(METHODS), label="methods to compare", help="methods to compare"
+    )
+    parts: tuple[str, ...] = param(PARTS, choices=PARTS, help="parts of the experiment to run")
+    samples_grid: tuple[int, ...] = param(
+        (5, 8, 12, 20), ge=1, le=100_000, label="samples grid", help="samples per task m for the 'samples' part"
+    )
+    noise_grid: tuple[float, ...] = param(
+        (0.05, 0.1, 0.2, 0.4), gt=0.0, le=100.0, help="sigma values for 'noise_floor'"
+    )
+    dim_grid: tuple[int, ...] = param((10, 20, 40), ge=2, le=2000, help="d values for 'noise_floor'")
+    tasks_grid: tuple[int, ...] = param((50, 100, 200), ge=2, le=100_000, help="T values for 'noise_floor'")
+    floor_samples_grid: tuple[int, ...] = param((10, 20, 40), ge=1, le=100_000, help="m values for 'noise_floor'")
+    repeats: int = param(
+        2, ge=1, le=1000, label="repeats", control=Control(high=5), help="independent instances per grid point"
+    )
+    eval_tasks: int = param(50, ge=1, le=100_000, help="new tasks for few-shot evaluation")
+    eval_support: int = param(5, ge=1, le=100_000, help="support samples per new task")
+    target_error: float = param(0.1, gt=0.0, le=1.0, help="sin-theta target for 'time_to_target'")
+    aq_rank: int = param(3, ge=1, le=21, help="rank for the air-quality part")
+    aq_max_tasks: int = param(400, ge=10, le=100_000, help="station-days used from the air-quality data")
+    aq_support: int = param(6, ge=1, le=23, help="support hours per held-out station-day")
+    aq_ridge: float = param(1.0, ge=0.0, le=1e6, help="ridge on every few-shot head fit of the air-quality part")
+    data_path: str = param("", help="air-quality folder (empty: $METALAB_DATA)")
+    device: str = param("cpu", choices=("auto", "cpu", "cuda"), help="torch device")
+    seed: int = param(0, ge=0, le=2**31 - 1, label="seed", control=Control(widget="number"), help="random seed")
+
+    presets = {
+        "quick": {},
+        "paper": {
+            "d": 100,
+            "rank": 5,
+            "n_tasks": 400,
+            "n_samples": 25,
+            "max_iter": 500,
+            "samples_grid": (5, 8, 10, 15, 20, 30, 40, 60),
+            "noise_grid": (0.03, 0.1, 0.3, 1.0),
+            "dim_grid": (25, 50, 100, 200),
+            "tasks_grid": (100, 200, 400, 800),
+            "floor_samples_grid": (25, 50, 100, 200),
+            "repeats": 10,
+            "eval_tasks": 200,
+            "aq_max_tasks": 1210,
+        },
+    }
+
+    def check(self) -> None:
+        limit = min(self.n_tasks, self.d) - 1
+        if not 1 <= self.rank <= limit:
+            raise ConfigError("rank", self.rank, f"an integer in 1..min(n_tasks, d)-1 = 1..{limit}")
+        if not self.methods:
+            raise ConfigError("methods", self.methods, "at least one of " + ", ".join(METHODS))
+        if not self.parts:
+            raise ConfigError("parts", self.parts, "at least one of " + ", ".join(PARTS))
+        smallest_d = min(self.dim_grid)
+        if "noise_floor" in self.parts and self.rank >= min(smallest_d, min(self.tasks_grid)):
+            raise ConfigError("dim_grid", self.dim_grid, f"every d and T above rank={self.rank}")
+
+
+CONFIG = MetaSPConfig
