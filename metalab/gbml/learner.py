@@ -1,8 +1,8 @@
-"""A small meta-training loop: a meta-gradient per meta-batch, applied by Adam, with per-iteration stats."""
+"""A meta-learner: a meta-gradient per meta-batch, applied by Adam; :meth:`MetaLearner.fit` runs it in the shared
+meta-training loop :func:`metalab.core.loop.meta_training`."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator, Mapping
 from functools import partial
 from typing import Any
@@ -10,7 +10,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from metalab.core.checks import check_int, check_number
+from metalab.core.checks import check_number
+from metalab.core.loop import meta_training
 from metalab.gbml.core import (
     MetaGradient,
     Pair,
@@ -58,8 +59,8 @@ class MetaLearner:
         return {k: v.detach().clone() for k, v in self.params.items()}
 
     def step(self, support: Pair, query: Pair) -> dict[str, Any]:
-        """One meta-update; returns its stats (iteration, query loss, meta-gradient norm, seconds, status)."""
-        start = time.perf_counter()
+        """One meta-update θ ← Adam(θ, ∇θ L_query); returns its stats (iteration, query loss, meta-gradient
+        norm, status)."""
         result = self._gradient(self.model, self.params, support, query)
         for k, p in self.params.items():
             p.grad = result.grads[k].to(p.dtype)
@@ -71,13 +72,24 @@ class MetaLearner:
             "method": self.method,
             "query_loss": result.query_loss,
             "grad_norm": float(norm),
-            "seconds": time.perf_counter() - start,
             "status": result.status,
         }
 
     def fit(self, sample: Callable[[int], tuple[Pair, Pair]], iterations: int) -> Iterator[dict[str, Any]]:
-        """Run ``iterations`` meta-updates on ``sample(i) -> (support, query)``, yielding each step's stats."""
-        iterations = check_int("iterations", iterations, 1)
-        for i in range(iterations):
-            support, query = sample(i)
-            yield self.step(support, query)
+        """Meta-train for ``iterations`` meta-updates in :func:`~metalab.core.loop.meta_training`.
+
+        Parameters
+        ----------
+        sample : callable
+            ``sample(i) -> (support, query)``, the meta-batch of iteration i (1-based).
+        iterations : int
+            The number of meta-updates (>= 1).
+
+        Returns
+        -------
+        Iterator[dict]
+            Per iteration the stats of :meth:`step` with the loop's ``status`` (``"non_finite"`` ends
+            the run early), ``seconds`` (sampling and step) and ``fraction`` (of the run done).
+        """
+        rows = meta_training(lambda batch: self.step(*batch), iterations, sample=sample, loss="query_loss")
+        return (row.as_dict() for row in rows)

@@ -42,7 +42,6 @@ MLSR's recovery is its adaptation, so it keeps λ.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -53,6 +52,7 @@ from torch import nn
 from torch.func import vmap
 
 from metalab.core.checks import check_choice, check_int, check_number
+from metalab.core.loop import meta_training
 from metalab.core.seeding import generator
 from metalab.gbml import MetaGradient, MetaLearner, head_names
 from metalab.gbml.core import gradient_of_mean, make_result
@@ -326,11 +326,14 @@ class MetaRL:
         batch = rollout(self.env, self.policy, params, tasks, trajectories, gen)
         return process(batch, gamma=self.gamma, baseline=self.baseline, normalize=self.normalize_advantages)
 
-    def step(self) -> dict[str, Any]:
-        """One meta-iteration on a fresh meta-batch; returns its stats."""
-        start = time.perf_counter()
-        tasks = self.env.sample_tasks(self.meta_batch, self._tasks)
-        adapted = expand_params(self.params, self.meta_batch)
+    def sample_tasks(self) -> torch.Tensor:
+        """A fresh meta-batch of tasks (``meta_batch``, task_dim) from the learner's task stream."""
+        return self.env.sample_tasks(self.meta_batch, self._tasks)
+
+    def step(self, tasks: torch.Tensor | None = None) -> dict[str, Any]:
+        """One meta-iteration on ``tasks`` (None: a fresh meta-batch, :meth:`sample_tasks`); returns its stats."""
+        tasks = self.sample_tasks() if tasks is None else tasks
+        adapted = expand_params(self.params, tasks.shape[0])
         support = []
         for _ in range(self.inner_steps):
             support.append(self.sample(adapted, tasks, self.trajectories, self._rollouts))
@@ -347,24 +350,36 @@ class MetaRL:
             "surrogate": stats["query_loss"],
             "grad_norm": stats["grad_norm"],
             "status": stats["status"],
-            "seconds": time.perf_counter() - start,
         }
 
 
 def meta_train(learner: MetaRL | None = None, iterations: int = 100, **options: Any) -> Iterator[dict[str, Any]]:
-    """Meta-train ``learner`` (or ``MetaRL(**options)``) for ``iterations``, yielding each iteration's stats.
+    """Meta-train ``learner`` (or ``MetaRL(**options)``) in the shared loop :func:`metalab.core.loop.meta_training`.
 
-    Stats: ``iteration``, ``method``, ``return_before`` / ``return_after`` (mean undiscounted return of
-    the meta-batch before / after adaptation), ``surrogate`` (the outer loss), ``grad_norm``,
-    ``status`` ("ok", or "non_finite" when a meta-gradient was zeroed), ``seconds``.
+    Parameters
+    ----------
+    learner : MetaRL, optional
+        The learner to train in place; None builds ``MetaRL(**options)``.
+    iterations : int
+        The number of meta-iterations (>= 1).
+    **options
+        :class:`MetaRL` arguments, only without a ``learner``.
+
+    Returns
+    -------
+    Iterator[dict]
+        Per meta-iteration: ``iteration``, ``method``, ``return_before`` / ``return_after`` (mean
+        undiscounted return of the meta-batch before / after adaptation), ``surrogate`` (the outer
+        loss), ``grad_norm``, ``status`` ("ok"; "non_finite" when a meta-gradient was zeroed, or when
+        the surrogate itself was not finite, which ends the run), ``seconds`` and ``fraction`` (of the
+        run done).
     """
-    iterations = check_int("iterations", iterations, 1)
     if learner is None:
         learner = MetaRL(**options)
     elif options:
         raise ValueError(f"options {sorted(options)} are not allowed together with a learner: configure the learner")
-    for _ in range(iterations):
-        yield learner.step()
+    rows = meta_training(learner.step, iterations, sample=lambda _: learner.sample_tasks(), loss="surrogate")
+    return (row.as_dict() for row in rows)
 
 
 @dataclass
