@@ -1,7 +1,8 @@
 """The ``metalab`` command: start the dashboard or JupyterLab, run an experiment to files.
 
 metalab app [--port 8501] [--address 127.0.0.1]
-metalab lab [--port 8888]
+metalab lab [--port 8888] [--folder DIR] [JupyterLab options, e.g. --no-browser]
+metalab notebooks DIR [--force]
 metalab list
 metalab show EXPERIMENT [--preset quick]
 metalab run EXPERIMENT [--preset quick|paper] [--set key=value ...] [--out DIR]
@@ -15,61 +16,64 @@ import math
 import os
 import subprocess
 import sys
+import tomllib
 import warnings
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from metalab.core import ConfigError, collect, parse_assignments
 from metalab.experiments import EXPERIMENTS, get_experiment
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
-
-def _source_path(relative: str) -> Path:
-    path = REPO_ROOT / relative
-    if not path.exists():
-        raise FileNotFoundError(
-            f"{relative} was not found next to the metalab package ({REPO_ROOT}); the dashboard and notebooks "
-            "ship with the source checkout: install it with `pip install -e .` from a clone"
-        )
-    return path
+def _streamlit_flags() -> list[str]:
+    """The dashboard's settings (``metalab/dashboard/config.toml``: localhost only, no telemetry, fast
+    reruns, the theme) as ``streamlit run`` flags, so they hold from any working directory."""
+    settings = tomllib.loads(resources.files("metalab.dashboard").joinpath("config.toml").read_text())
+    return [f"--{section}.{key}={value}" for section, values in settings.items() for key, value in values.items()]
 
 
 def _app(args: argparse.Namespace) -> int:
-    home = _source_path("app/Home.py")
-    command = [
-        sys.executable,
-        "-m",
-        "streamlit",
-        "run",
-        str(home),
-        "--server.address",
-        args.address,
-        "--server.port",
-        str(args.port),
-        "--server.headless",
-        "true",
-        "--browser.gatherUsageStats",
-        "false",
-    ]
+    entry = resources.files("metalab.dashboard").joinpath("app.py")
+    command = [sys.executable, "-m", "streamlit", "run", str(entry), *_streamlit_flags()]
+    command += [f"--server.address={args.address}", f"--server.port={args.port}"]
     print(f"metalab dashboard: http://{args.address}:{args.port}", flush=True)
-    return subprocess.call(command, cwd=REPO_ROOT)
+    return subprocess.call(command)
 
 
-def _lab(args: argparse.Namespace) -> int:
-    notebooks = _source_path("notebooks")
-    command = [
-        sys.executable,
-        "-m",
-        "jupyter",
-        "lab",
-        f"--notebook-dir={notebooks}",
-        "--ServerApp.ip=127.0.0.1",
-        f"--ServerApp.port={args.port}",
-    ]
+def copy_notebooks(folder: Path, *, force: bool = False) -> list[Path]:
+    """Copy the notebooks that ship with the package into ``folder``; an existing notebook is kept
+    (it may hold the user's edits) unless ``force``.  Returns the notebooks now in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    copied = []
+    for notebook in sorted(resources.files("metalab").joinpath("notebooks").iterdir(), key=lambda p: p.name):
+        if notebook.name.endswith((".ipynb", ".cfg")):
+            target = folder / notebook.name
+            if force or not target.exists():
+                target.write_bytes(notebook.read_bytes())
+            copied.append(target)
+    return [p for p in copied if p.suffix == ".ipynb"]
+
+
+def _notebooks(args: argparse.Namespace) -> int:
+    notebooks = copy_notebooks(Path(args.folder), force=args.force)
+    print(f"{len(notebooks)} notebooks in {args.folder}: {', '.join(p.name for p in notebooks)}")
+    return 0
+
+
+def _lab(args: argparse.Namespace, jupyter_args: list[str]) -> int:
+    shipped = Path(str(resources.files("metalab").joinpath("notebooks")))
+    # an editable checkout opens its notebooks in place; an installed package copies them first
+    folder = (
+        shipped if os.access(shipped, os.W_OK) and args.folder is None else Path(args.folder or "metalab-notebooks")
+    )
+    if folder != shipped:
+        copy_notebooks(folder)
+    command = [sys.executable, "-m", "jupyter", "lab", f"--notebook-dir={folder}", "--ServerApp.ip=127.0.0.1"]
+    command.append(f"--ServerApp.port={args.port}")
     if hasattr(os, "geteuid") and os.geteuid() == 0:  # containers often run as root, which Jupyter refuses by default
         command.append("--allow-root")
-    return subprocess.call(command, cwd=REPO_ROOT)
+    return subprocess.call(command + jupyter_args)
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -143,9 +147,19 @@ def build_parser() -> argparse.ArgumentParser:
     app.add_argument("--address", default="127.0.0.1", help="bind address (default: localhost only)")
     app.set_defaults(handler=_app)
 
-    lab = commands.add_parser("lab", help="start JupyterLab on the notebooks")
+    lab = commands.add_parser(
+        "lab", help="start JupyterLab on the notebooks (other options, e.g. --no-browser, go to JupyterLab)"
+    )
     lab.add_argument("--port", type=int, default=8888)
+    lab.add_argument(
+        "--folder", help="where to copy the notebooks first (default: in place in a checkout, else ./metalab-notebooks)"
+    )
     lab.set_defaults(handler=_lab)
+
+    notebooks = commands.add_parser("notebooks", help="copy the notebooks into a folder")
+    notebooks.add_argument("folder")
+    notebooks.add_argument("--force", action="store_true", help="overwrite notebooks already in the folder")
+    notebooks.set_defaults(handler=_notebooks)
 
     commands.add_parser("list", help="list the experiments").set_defaults(handler=_list)
 
@@ -171,9 +185,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args, extra = build_parser().parse_known_args(argv)
+    if extra and args.handler is not _lab:
+        build_parser().parse_args(argv)  # the usual error for arguments only `lab` passes on
     try:
-        return args.handler(args)
+        return args.handler(args, extra) if args.handler is _lab else args.handler(args)
     except (ConfigError, ValueError, FileNotFoundError) as exc:
         print(f"metalab: error: {exc}", file=sys.stderr)
         return 2

@@ -16,14 +16,17 @@ def repo_root() -> Path:
 
 
 @pytest.fixture
-def app_page(repo_root: Path):
-    """``app_page(page_file, timeout)`` -> ``make(**query)``: a fresh AppTest of ``app/pages/<page_file>`` with
-    the given URL query parameters (not yet run), each script run allowed ``timeout`` seconds."""
+def app_page():
+    """``app_page(experiment, timeout)`` -> ``make(**query)``: a fresh AppTest of that experiment's dashboard
+    page (``metalab/dashboard/pages/<experiment>.py``) with the given URL query parameters (not yet run),
+    each script run allowed ``timeout`` seconds."""
     from streamlit.testing.v1 import AppTest
 
-    def factory(page_file: str, timeout: float):
+    from metalab.dashboard import PAGES
+
+    def factory(experiment: str, timeout: float):
         def make(**query) -> AppTest:
-            at = AppTest.from_file(str(repo_root / "app" / "pages" / page_file), default_timeout=timeout)
+            at = AppTest.from_file(str(PAGES[experiment].script(experiment)), default_timeout=timeout)
             for name, value in query.items():
                 at.query_params[name] = value
             return at

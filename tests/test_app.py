@@ -16,7 +16,7 @@ FEW_METHODS = ["meta_sp", "mom"]
 @pytest.fixture
 def page(app_page):
     """A fresh AppTest of the Meta-SP page with the given URL query parameters (not yet run)."""
-    return app_page("1_Meta_Subspace_Pursuit.py", TIMEOUT)
+    return app_page("meta_sp", TIMEOUT)
 
 
 def summary(at: AppTest):

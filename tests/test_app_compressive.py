@@ -12,7 +12,7 @@ TIMEOUT = 240  # seconds per script run on 2 slow CPU cores
 @pytest.fixture
 def page(app_page):
     """A fresh AppTest of the compressive page with the given URL query parameters (not yet run)."""
-    return app_page("4_Compressive_Meta_Learning.py", TIMEOUT)
+    return app_page("compressive", TIMEOUT)
 
 
 def test_a_short_run_draws_the_curve_the_answers_and_their_errors(page):

@@ -23,7 +23,7 @@ TINY = {
 @pytest.fixture
 def page(app_page):
     """A fresh AppTest of the memory-reduced page with the given URL query parameters (not yet run)."""
-    return app_page("2_Memory_Reduced_Meta_Learning.py", TIMEOUT)
+    return app_page("memory_reduced", TIMEOUT)
 
 
 def chart_specs(at: AppTest) -> list[str]:

@@ -13,7 +13,7 @@ TIMEOUT = 180  # seconds per script run; generous for 2 slow CPU cores
 @pytest.fixture
 def page(app_page):
     """A fresh AppTest of the MLSR page with the given URL query parameters (not yet run)."""
-    return app_page("3_Meta_Learning_from_Sparse_Recovery.py", TIMEOUT)
+    return app_page("mlsr", TIMEOUT)
 
 
 def summary(at: AppTest):

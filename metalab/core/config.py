@@ -205,6 +205,12 @@ class Config:
         return cls.field(name).metadata.get("label") or name
 
     @classmethod
+    def field_type(cls, name: str) -> tuple[type, bool, bool]:
+        """(element type, is a tuple, accepts None) of field ``name``."""
+        cls.field(name)
+        return _base_type(typing.get_type_hints(cls)[name])
+
+    @classmethod
     def allowed(cls, name: str) -> str:
         """What field ``name`` allows, in words (as error messages say it)."""
         return _allowed_text(cls.field(name).metadata)

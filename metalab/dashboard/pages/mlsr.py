@@ -2,25 +2,19 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import altair as alt
 import pandas as pd
 import streamlit as st
 
-APP_DIR = str(Path(__file__).resolve().parents[1])
-if APP_DIR not in sys.path:  # `streamlit run app/Home.py` puts app/ on the path; AppTest on this file does not
-    sys.path.insert(0, APP_DIR)
-
-import lab  # noqa: E402
+from metalab.dashboard import lab  # noqa: E402
+from metalab.dashboard.controls import url  # noqa: E402
 
 from metalab.plots import mlsr as plots_mlsr  # noqa: E402
 from metalab.experiments import get_experiment  # noqa: E402
 
 EXPERIMENT = "mlsr"
 experiment = get_experiment(EXPERIMENT)
-CONFIG = experiment.CONFIG
+CONFIG = experiment.config
 DEFAULT = CONFIG.preset("quick")
 HELP = CONFIG.describe()
 LABELS = {  # config field -> the control's label, for error messages
@@ -415,13 +409,13 @@ def headline(table: pd.DataFrame, column: str, better: str) -> str:
 
 def slider(bar, key: str, low: int, high: int, default: int, *, step: int = 1, label: str = "", help: str = "") -> int:
     """A sidebar slider bound to the URL parameter ``key`` (the config field's name where the value is one)."""
-    return bar.slider(label or LABELS[key], low, high, default, step=step, help=help or HELP.get(key), **lab.url(key))
+    return bar.slider(label or LABELS[key], low, high, default, step=step, help=help or HELP.get(key), **url(key))
 
 
 def methods_control(bar, key: str, options, default) -> tuple[str, ...]:
     """The methods to compare, by the names the CLI uses (a format_func would put labels in the URL)."""
     described = ", ".join(f"{m}: {method_label(m)}" for m in options)
-    return tuple(bar.multiselect(LABELS[key], list(options), default=list(default), help=described, **lab.url(key)))
+    return tuple(bar.multiselect(LABELS[key], list(options), default=list(default), help=described, **url(key)))
 
 
 def lam_control(bar, task: str) -> dict:
@@ -430,7 +424,7 @@ def lam_control(bar, task: str) -> dict:
             "each method's default λ",
             True,
             help="MLSR 0.001, L1-MAML 0.01 (metalab.rl.DEFAULT_LAM); MAML has no L1 term",
-            **lab.url("rl_lam_auto"),
+            **url("rl_lam_auto"),
         )
         lam = bar.number_input(
             LABELS["rl_lam"],
@@ -439,18 +433,18 @@ def lam_control(bar, task: str) -> dict:
             format="%.4f",
             disabled=auto,
             help=HELP["rl_lam"],
-            **lab.url("rl_lam"),
+            **url("rl_lam"),
         )
         return {"rl_lam": None if auto else lam}
     lam = bar.number_input(
-        LABELS["lam"], value=DEFAULT.lam, step=0.01, format="%.4f", help=HELP["lam"], **lab.url("lam")
+        LABELS["lam"], value=DEFAULT.lam, step=0.01, format="%.4f", help=HELP["lam"], **url("lam")
     )
     return {"lam": lam}
 
 
 def controls() -> tuple[str, dict]:
     """The task switch and the sidebar controls, each bound to the URL; returns (task, config values)."""
-    task = st.segmented_control("Task", list(TASKS), default="Sinusoid", required=True, **lab.url("task"))
+    task = st.segmented_control("Task", list(TASKS), default="Sinusoid", required=True, **url("task"))
     bar = st.sidebar
     bar.header("Inner loop")
     values = lam_control(bar, task)
@@ -503,22 +497,22 @@ def controls() -> tuple[str, dict]:
                     list(range(10)),
                     default=list(DEFAULT.digits),
                     help=HELP["digits"],
-                    **lab.url("digits"),
+                    **url("digits"),
                 )
             )
         values["methods"] = methods_control(bar, "methods", experiment.ALL_METHODS, DEFAULT.methods)
     with bar.expander("Variant and seed"):
         if task != "Navigation":
             values["algorithm"] = st.selectbox(
-                "recovery algorithm", ["ista", "fista"], help=HELP["algorithm"], **lab.url("algorithm")
+                "recovery algorithm", ["ista", "fista"], help=HELP["algorithm"], **url("algorithm")
             )
-            values["loss"] = st.selectbox("recovery loss", ["mse", "mae"], help=HELP["loss"], **lab.url("loss"))
+            values["loss"] = st.selectbox("recovery loss", ["mse", "mae"], help=HELP["loss"], **url("loss"))
         if task == "Sinusoid":
             values["sinusoid"] = st.selectbox(
-                "sinusoid distribution", ["maml", "mlsr"], help=HELP["sinusoid"], **lab.url("sinusoid")
+                "sinusoid distribution", ["maml", "mlsr"], help=HELP["sinusoid"], **url("sinusoid")
             )
         values["seed"] = st.number_input(
-            "seed", min_value=0, max_value=2**31 - 1, value=DEFAULT.seed, step=1, **lab.url("seed")
+            "seed", min_value=0, max_value=2**31 - 1, value=DEFAULT.seed, step=1, **url("seed")
         )
     values["parts"] = TASKS[task]
     values["task"] = "digits" if task == "Digits" else "sinusoid"
@@ -550,7 +544,7 @@ inner loop is a REINFORCE step (MAML) or the recovery of the policy mean's outpu
         )
 
     task, values = controls()
-    config = lab.build_config(CONFIG, values, labels=LABELS)
+    config = lab.build_config(CONFIG, values)
     if config is None:
         return
 

@@ -1,6 +1,6 @@
-"""What every paper page of the dashboard shares; the pages only choose controls and draw.
+"""The dashboard's machinery: URL state, validation messages, live runs, the result cache, downloads.
 
-* **URL state**: controls are created with ``**url(name)``, which binds the widget to the query
+* **URL state**: controls are created with ``**controls.url(name)``, which binds the widget to the query
   parameter ``name`` (Streamlit's ``bind="query-params"``): the URL always holds the non-default
   settings, and opening a copied link restores them (invalid values in a link are dropped).
 * **Validation**: :func:`build_config` turns the control values into the experiment's config and
@@ -11,7 +11,7 @@
   button's callback keeps the records drawn so far, which the page then shows as a stopped run.
 * **Cache**: finished runs are kept per ``experiment + config.to_json()`` in a process-wide LRU store,
   so returning to a configuration (or opening its link) shows it at once without recomputing.
-* **Downloads**: :func:`downloads` offers the records as CSV and the figure as PNG.
+* **Downloads**: :func:`downloads` offers the records as CSV and the chart the page shows as PNG.
 
 No algorithm code lives here or in the pages: they build a config and read the record stream.
 """
@@ -19,7 +19,6 @@ No algorithm code lives here or in the pages: they build a config and read the r
 from __future__ import annotations
 
 import dataclasses
-import io
 import threading
 import time
 from collections import OrderedDict
@@ -37,28 +36,17 @@ REDRAW_SECONDS = 0.3
 CACHE_ENTRIES = 48
 
 
-def url(name: str) -> dict[str, Any]:
-    """Widget keyword arguments that bind the control to the URL query parameter ``name``."""
-    return {"key": name, "bind": "query-params"}
-
-
 # --------------------------------------------------------------------------------------------
 # configs
 
 
-def build_config(
-    config_cls: type[Config],
-    values: Mapping[str, Any],
-    *,
-    preset: str = "quick",
-    labels: Mapping[str, str] | None = None,
-) -> Config | None:
-    """``config_cls.preset(preset, **values)``, or ``None`` after explaining why it is invalid."""
-    labels = labels or {}
+def build_config(config_cls: type[Config], values: Mapping[str, Any], *, preset: str = "quick") -> Config | None:
+    """``config_cls.preset(preset, **values)``, or ``None`` after explaining why it is invalid (the
+    message names the control by the field's label)."""
     try:
         return config_cls.preset(preset, **values)
     except ConfigError as error:
-        label = labels.get(error.field, error.field)
+        label = config_cls.label(error.field) if error.field in config_cls.field_names() else error.field
         shown = ", ".join(map(str, error.value)) if isinstance(error.value, tuple) else error.value
         st.error(
             f"**These settings do not fit together.** {label} (`{error.field}`) = `{shown}` is not allowed: "
@@ -94,8 +82,6 @@ class RunResult:
     progress: float
     seconds: float
     error: str | None = None
-    #: derived artefacts worth keeping with the result (e.g. the PNG bytes of its figure)
-    extras: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 class ResultStore:
@@ -256,15 +242,16 @@ def live_run(
 # downloads
 
 
-def figure_png(figure: Any, dpi: int = 150) -> bytes:
-    """A matplotlib figure as PNG bytes."""
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=dpi)
-    return buffer.getvalue()
+def chart_png(chart: Any, scale: float = 2.0) -> bytes:
+    """An altair chart as PNG bytes (rendered by vl-convert, offline)."""
+    import vl_convert
+
+    return vl_convert.vegalite_to_png(chart.to_json(), scale=scale)
 
 
-def downloads(result: RunResult, stem: str, make_figure: Callable[[pd.DataFrame], Any] | None = None) -> None:
-    """Download buttons for the records (CSV) and, when ``make_figure`` draws one, the figure (PNG)."""
+def downloads(result: RunResult, stem: str, chart: Callable[[], Any] | None = None) -> None:
+    """Download buttons for the records (CSV) and, given ``chart()``, the chart the page shows (PNG,
+    rendered only when the button is pressed)."""
     if result.frame.empty:
         return
     left, right, _ = st.columns([1, 1, 3])
@@ -277,16 +264,10 @@ def downloads(result: RunResult, stem: str, make_figure: Callable[[pd.DataFrame]
         icon=":material/download:",
         key=f"_lab_csv_{stem}",
     )
-    if make_figure is None:
-        return
-    png_key = f"png:{stem}"
-    if png_key not in result.extras:
-        figure = make_figure(result.frame)
-        result.extras[png_key] = None if figure is None else figure_png(figure)
-    if result.extras[png_key] is not None:
+    if chart is not None:
         right.download_button(
             "Figure (PNG)",
-            result.extras[png_key],
+            lambda: chart_png(chart()),
             file_name=f"{stem}.png",
             mime="image/png",
             on_click="ignore",

@@ -3,25 +3,19 @@ next to a random sketch's and the exact one, on a data set they never saw."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import altair as alt
 import pandas as pd
 import streamlit as st
 
-APP_DIR = str(Path(__file__).resolve().parents[1])
-if APP_DIR not in sys.path:  # `streamlit run app/Home.py` puts app/ on the path; AppTest on this file does not
-    sys.path.insert(0, APP_DIR)
-
-import lab  # noqa: E402
+from metalab.dashboard import lab  # noqa: E402
+from metalab.dashboard.controls import url  # noqa: E402
 
 from metalab.plots import compressive as plots_compressive  # noqa: E402
 from metalab.experiments import get_experiment  # noqa: E402
 
 EXPERIMENT = "compressive"
 experiment = get_experiment(EXPERIMENT)
-CONFIG = experiment.CONFIG
+CONFIG = experiment.config
 #: the page trains one model per run: fewer steps than the quick preset, so a run takes seconds
 DEFAULT = CONFIG.preset("quick", steps=300, eval_every=25)
 TASKS = {"k-means": "kmeans", "PCA": "pca", "ridge regression": "ridge", "autoencoder": "autoencoder"}
@@ -121,31 +115,31 @@ def controls() -> dict:
     bar = st.sidebar
     describe = CONFIG.describe()
     bar.header("Task")
-    task = TASKS[bar.selectbox("task", list(TASKS), help="what the Query-Network predicts", **lab.url("task"))]
-    family = FAMILIES[bar.selectbox("data sets", list(FAMILIES), help=describe["family"], **lab.url("family"))]
+    task = TASKS[bar.selectbox("task", list(TASKS), help="what the Query-Network predicts", **url("task"))]
+    family = FAMILIES[bar.selectbox("data sets", list(FAMILIES), help=describe["family"], **url("family"))]
     values = {"tasks": (task,), "family": family, "parts": ("training", "example")}
-    values["d"] = bar.slider("features d", 1, 16, DEFAULT.d, help=describe["d"], **lab.url("d"))
+    values["d"] = bar.slider("features d", 1, 16, DEFAULT.d, help=describe["d"], **url("d"))
     if task == "kmeans":
         values["clusters"] = bar.slider(
-            "clusters k", 1, 10, DEFAULT.clusters, help=describe["clusters"], **lab.url("k")
+            "clusters k", 1, 10, DEFAULT.clusters, help=describe["clusters"], **url("k")
         )
     if task in ("pca", "autoencoder"):
         values["components"] = bar.slider(
-            "components", 1, 8, DEFAULT.components, help=describe["components"], **lab.url("components")
+            "components", 1, 8, DEFAULT.components, help=describe["components"], **url("components")
         )
     values["n_samples"] = bar.select_slider(
         "samples per data set n",
         [50, 100, 200, 500, 1000, 2000, 5000],
         DEFAULT.n_samples,
         help=describe["n_samples"],
-        **lab.url("n"),
+        **url("n"),
     )
     bar.header("Sketch")
     values["sketch_size"] = bar.slider(
-        "sketch size m", 2, 200, DEFAULT.sketch_size, step=2, help=describe["sketch_size"], **lab.url("m")
+        "sketch size m", 2, 200, DEFAULT.sketch_size, step=2, help=describe["sketch_size"], **url("m")
     )
     private = bar.toggle(
-        "differential privacy", False, help="release both sketches with calibrated noise", **lab.url("private")
+        "differential privacy", False, help="release both sketches with calibrated noise", **url("private")
     )
     epsilon = bar.select_slider(
         "privacy budget ε",
@@ -153,18 +147,18 @@ def controls() -> dict:
         5.0,
         disabled=not private,
         help="smaller ε: stronger privacy, more noise (Laplace mechanism, replace-one neighbours)",
-        **lab.url("epsilon"),
+        **url("epsilon"),
     )
     values["example_epsilon"] = epsilon if private else None
     if private:
         values["epsilons"] = (epsilon,)
     bar.header("Meta-training")
     values["steps"] = bar.slider(
-        "meta-training steps", 50, 3000, DEFAULT.steps, step=50, help=describe["steps"], **lab.url("steps")
+        "meta-training steps", 50, 3000, DEFAULT.steps, step=50, help=describe["steps"], **url("steps")
     )
     values["eval_every"] = max(1, values["steps"] // 12)
     values["seed"] = bar.number_input(
-        "seed", min_value=0, max_value=2**31 - 1, value=DEFAULT.seed, step=1, **lab.url("seed")
+        "seed", min_value=0, max_value=2**31 - 1, value=DEFAULT.seed, step=1, **url("seed")
     )
     values["device"] = "cpu"
     return values
@@ -192,7 +186,7 @@ Every error is divided by the exact method's on the full data (1 = as good as ex
 """
         )
     values = controls()
-    config = lab.build_config(CONFIG, values, labels=LABELS)
+    config = lab.build_config(CONFIG, values)
     if config is None:
         return
     task = config.tasks[0]

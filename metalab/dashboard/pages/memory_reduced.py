@@ -3,25 +3,19 @@
 from __future__ import annotations
 
 import math
-import sys
-from pathlib import Path
-
 import altair as alt
 import pandas as pd
 import streamlit as st
 
-APP_DIR = str(Path(__file__).resolve().parents[1])
-if APP_DIR not in sys.path:  # `streamlit run app/Home.py` puts app/ on the path; AppTest on this file does not
-    sys.path.insert(0, APP_DIR)
-
-import lab  # noqa: E402
+from metalab.dashboard import lab  # noqa: E402
+from metalab.dashboard.controls import url  # noqa: E402
 
 from metalab.plots import memory_reduced as plots_memory  # noqa: E402
 from metalab.experiments import get_experiment  # noqa: E402
 
 EXPERIMENT = "memory_reduced"
 experiment = get_experiment(EXPERIMENT)
-CONFIG = experiment.CONFIG
+CONFIG = experiment.config
 QUICK = CONFIG.preset("quick")
 HELP = CONFIG.describe()
 #: the page starts smaller than the quick preset (four methods, 1-shot, no final evaluation) so that
@@ -432,30 +426,30 @@ def controls() -> dict:
     bar = st.sidebar
     bar.header("Episodes")
     values = {
-        "dataset": bar.selectbox("data set", list(experiment.DATASETS), help=HELP["dataset"], **lab.url("dataset")),
-        "ways": bar.slider("ways N", 2, 20, QUICK.ways, help=HELP["ways"], **lab.url("ways")),
+        "dataset": bar.selectbox("data set", list(experiment.DATASETS), help=HELP["dataset"], **url("dataset")),
+        "ways": bar.slider("ways N", 2, 20, QUICK.ways, help=HELP["ways"], **url("ways")),
         "shots": tuple(
             bar.multiselect(
                 "shots (one training run each)",
                 list(range(1, 20)),
                 default=list(PAGE_SHOTS),
                 help=HELP["shots"] + f"; the quick preset uses {', '.join(map(str, QUICK.shots))}",
-                **lab.url("shots"),
+                **url("shots"),
             )
         ),
-        "queries": bar.slider("queries per class", 1, 19, QUICK.queries, help=HELP["queries"], **lab.url("queries")),
+        "queries": bar.slider("queries per class", 1, 19, QUICK.queries, help=HELP["queries"], **url("queries")),
     }
     bar.header("Inner problem and CG")
     values["inner_steps"] = bar.slider(
-        "inner steps K", 0, 100, QUICK.inner_steps, help=HELP["inner_steps"], **lab.url("inner_steps")
+        "inner steps K", 0, 100, QUICK.inner_steps, help=HELP["inner_steps"], **url("inner_steps")
     )
-    values["cg_steps"] = bar.slider("CG steps N", 0, 100, QUICK.cg_steps, help=HELP["cg_steps"], **lab.url("cg_steps"))
+    values["cg_steps"] = bar.slider("CG steps N", 0, 100, QUICK.cg_steps, help=HELP["cg_steps"], **url("cg_steps"))
     values["l2"] = bar.select_slider(
-        "ridge λ on the head", LAMBDAS, value=QUICK.l2, format_func=lambda v: f"{v:g}", help=HELP["l2"], **lab.url("l2")
+        "ridge λ on the head", LAMBDAS, value=QUICK.l2, format_func=lambda v: f"{v:g}", help=HELP["l2"], **url("l2")
     )
     values["inner_lr"] = bar.number_input(
         "inner step size α", 0.001, 10.0, QUICK.inner_lr, step=0.05, format="%.3f", help=HELP["inner_lr"],
-        **lab.url("inner_lr"),
+        **url("inner_lr"),
     )  # fmt: skip
     bar.header("Meta-training")
     # option names as in the CLI (`--set methods=implicit,maml`); a format_func would put labels in the URL
@@ -465,64 +459,64 @@ def controls() -> dict:
             list(experiment.ALL_METHODS),
             default=list(PAGE_METHODS),
             help=", ".join(f"{m}: {method_label(m)}" for m in experiment.ALL_METHODS),
-            **lab.url("methods"),
+            **url("methods"),
         )
     )
     values["meta_batch"] = bar.slider(
-        "meta-batch size", 1, 32, QUICK.meta_batch, help=HELP["meta_batch"], **lab.url("meta_batch")
+        "meta-batch size", 1, 32, QUICK.meta_batch, help=HELP["meta_batch"], **url("meta_batch")
     )
     values["meta_iterations"] = bar.slider(
-        "meta-iterations", 1, 200, QUICK.meta_iterations, help=HELP["meta_iterations"], **lab.url("meta_iterations")
+        "meta-iterations", 1, 200, QUICK.meta_iterations, help=HELP["meta_iterations"], **url("meta_iterations")
     )
     with bar.expander("Meta-training details"):
         values["meta_lr"] = st.number_input(
             "meta learning rate (Adam)", 1e-5, 1.0, QUICK.meta_lr, step=1e-4, format="%.4f", help=HELP["meta_lr"],
-            **lab.url("meta_lr"),
+            **url("meta_lr"),
         )  # fmt: skip
         values["eval_every"] = st.slider(
-            "evaluate every", 1, 50, QUICK.eval_every, help=HELP["eval_every"], **lab.url("eval_every")
+            "evaluate every", 1, 50, QUICK.eval_every, help=HELP["eval_every"], **url("eval_every")
         )
         values["eval_episodes"] = st.slider(
             "test episodes per evaluation", 1, 100, QUICK.eval_episodes, help=HELP["eval_episodes"],
-            **lab.url("eval_episodes"),
+            **url("eval_episodes"),
         )  # fmt: skip
         values["batch_mode"] = st.selectbox(
-            "tasks of a meta-batch", ["vmap", "sequential"], help=HELP["batch_mode"], **lab.url("batch_mode")
+            "tasks of a meta-batch", ["vmap", "sequential"], help=HELP["batch_mode"], **url("batch_mode")
         )
         values["prox"] = st.number_input(
-            "iMAML proximal strength", 0.01, 1000.0, QUICK.prox, step=0.5, help=HELP["prox"], **lab.url("prox")
+            "iMAML proximal strength", 0.01, 1000.0, QUICK.prox, step=0.5, help=HELP["prox"], **url("prox")
         )
     with bar.expander("Network, memory bars and CG plot"):
-        values["hidden"] = st.slider("Conv-4 channels", 1, 64, QUICK.hidden, help=HELP["hidden"], **lab.url("hidden"))
+        values["hidden"] = st.slider("Conv-4 channels", 1, 64, QUICK.hidden, help=HELP["hidden"], **url("hidden"))
         values["k_grid"] = st.text_input(
             "K values of the memory bars (comma separated)",
             ", ".join(map(str, QUICK.k_grid)),
             help=HELP["k_grid"],
-            **lab.url("k_grid"),
+            **url("k_grid"),
         )
         values["memory_shots"] = st.slider(
             "shots in the memory measurement", 1, 19, QUICK.memory_shots, help=HELP["memory_shots"],
-            **lab.url("memory_shots"),
+            **url("memory_shots"),
         )  # fmt: skip
         values["memory_tasks"] = st.slider(
             "tasks per measured meta-batch", 1, 8, QUICK.memory_tasks, help=HELP["memory_tasks"],
-            **lab.url("memory_tasks"),
+            **url("memory_tasks"),
         )  # fmt: skip
         values["cg_max_steps"] = st.slider(
             "CG steps in the residual plot", 1, 200, QUICK.cg_max_steps, help=HELP["cg_max_steps"],
-            **lab.url("cg_max_steps"),
+            **url("cg_max_steps"),
         )  # fmt: skip
     with bar.expander("Final accuracy and seed"):
         final = st.toggle(
             "final test accuracy with 95% intervals", False, help="adds the experiment's final part (slower)",
-            **lab.url("final"),
+            **url("final"),
         )  # fmt: skip
         values["final_episodes"] = st.slider(
             "final test episodes", 2, 600, QUICK.final_episodes, help=HELP["final_episodes"], disabled=not final,
-            **lab.url("final_episodes"),
+            **url("final_episodes"),
         )  # fmt: skip
         values["seed"] = st.number_input(
-            "seed", min_value=0, max_value=2**31 - 1, value=QUICK.seed, step=1, **lab.url("seed")
+            "seed", min_value=0, max_value=2**31 - 1, value=QUICK.seed, step=1, **url("seed")
         )
     values["parts"] = ("memory", "training", "cg") + (("final",) if final else ())
     return values
@@ -628,7 +622,7 @@ add the other methods, shots 1 and 5, and the final accuracy for the experiment'
 
     values = controls()
     values["cg_lams"] = (values["l2"],)  # the residual plot follows the λ chosen above
-    config = lab.build_config(CONFIG, values, labels=LABELS)
+    config = lab.build_config(CONFIG, values)
     if config is None:
         return
 

@@ -1,0 +1,82 @@
+"""Dashboard controls built from the config's own field declarations.
+
+Each field of an experiment's :class:`~metalab.core.Config` declares its label, help text, bounds or
+choices and a :class:`~metalab.core.Control` (widget, the range offered); :func:`control` turns that
+one declaration into a Streamlit widget bound to the URL query parameter of the field's name, so the
+label a person reads, the range a slider offers and the error message for a bad value all come from
+the same place.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+from metalab.core import Config
+
+WIDGETS = ("slider", "number", "select", "multiselect", "toggle", "text")
+
+
+def url(name: str) -> dict[str, Any]:
+    """Widget keyword arguments that bind the control to the URL query parameter ``name``."""
+    return {"key": name, "bind": "query-params"}
+
+
+def widget_kind(config: type[Config], name: str) -> str:
+    """The widget a field gets: its Control's choice, else one inferred from its type and bounds."""
+    meta = config.field(name).metadata
+    spec = meta["control"]
+    if spec.widget != "auto":
+        if spec.widget not in WIDGETS:
+            raise ValueError(f"control widget={spec.widget!r} of {name} is not one of {', '.join(WIDGETS)}")
+        return spec.widget
+    kind, is_tuple, _ = config.field_type(name)
+    if is_tuple:
+        return "multiselect" if meta["choices"] else "text"
+    if kind is bool:
+        return "toggle"
+    if meta["choices"]:
+        return "select"
+    bounded = spec.high is not None or meta["le"] is not None
+    return "slider" if kind in (int, float) and bounded else "number"
+
+
+def _range(config: type[Config], name: str, kind: type) -> tuple[Any, Any]:
+    meta, spec = config.field(name).metadata, config.field(name).metadata["control"]
+    low = spec.low if spec.low is not None else meta["ge"] if meta["ge"] is not None else meta["gt"]
+    high = spec.high if spec.high is not None else meta["le"]
+    return (None if low is None else kind(low)), (None if high is None else kind(high))
+
+
+def control(config: type[Config], name: str, default: Any, *, where: Any = None, **options: Any) -> Any:
+    """A widget for field ``name`` of ``config`` starting at ``default``, in ``where`` (default: the
+    sidebar), bound to the URL; returns the widget's value (a tuple for tuple fields).  ``options`` go
+    to the Streamlit widget (e.g. ``disabled``, ``persist_state``)."""
+    where = where if where is not None else st.sidebar
+    meta = config.field(name).metadata
+    spec = meta["control"]
+    kind, is_tuple, _ = config.field_type(name)
+    common = {"help": meta["help"] or None, **url(name), **options}
+    label = config.label(name)
+    widget = widget_kind(config, name)
+    if widget == "toggle":
+        return where.toggle(label, bool(default), **common)
+    if widget == "select":
+        choices = list(meta["choices"])
+        return where.selectbox(label, choices, index=choices.index(default), **common)
+    if widget == "multiselect":
+        return tuple(where.multiselect(label, list(meta["choices"]), default=list(default), **common))
+    if widget == "text":
+        shown = ", ".join(map(str, default)) if is_tuple else str(default)
+        return where.text_input(label, shown, **common)
+    low, high = _range(config, name, kind)
+    value = kind(default)
+    if low is not None:
+        value = max(value, low)
+    if high is not None:
+        value = min(value, high)
+    step = None if spec.step is None else kind(spec.step)
+    if widget == "slider":
+        return where.slider(label, low, high, value, step=step, format=spec.format, **common)
+    return where.number_input(label, min_value=low, max_value=high, value=value, step=step, format=spec.format, **common)

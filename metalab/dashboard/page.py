@@ -1,0 +1,89 @@
+"""The template of a paper's page: header from the paper block, the live run, summary, downloads and the
+command line that reproduces the view.  A page supplies only what is particular to its paper: its
+controls, its charts and its summaries.
+
+A page script reads, top to bottom::
+
+    experiment = get_experiment("meta_sp")
+    page.header(experiment, method=METHOD_MARKDOWN)
+    config = lab.build_config(experiment.config, my_controls())
+    if config is not None:
+        page.run_view(experiment, config, View(chart=my_chart, summary=my_summary, stem="meta_sp_x"))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from metalab.core import Config
+from metalab.dashboard import PAGES, lab
+from metalab.experiments.base import Experiment
+
+
+@dataclasses.dataclass(frozen=True)
+class Summary:
+    """What a page says under its chart: a headline sentence and a table (with Streamlit column formats)."""
+
+    headline: str
+    table: pd.DataFrame
+    formats: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class View:
+    """One view of a page: ``chart(frame, running)`` draws the records (an altair chart), ``summary(frame)``
+    summarises a finished or stopped run (None: no summary), ``stem`` names the downloaded files."""
+
+    chart: Callable[[pd.DataFrame, bool], Any]
+    stem: str
+    summary: Callable[[pd.DataFrame], Summary | None] | None = None
+
+
+def header(experiment: Experiment, *, method: str) -> None:
+    """Page configuration, title, citation and question from the paper block (the icon from the page
+    registry); ``method`` (Markdown) explains the problem and the method in an expander, followed by the
+    claims the lab tests."""
+    paper = experiment.paper
+    icon = PAGES[experiment.name].icon
+    st.set_page_config(page_title=f"{paper.title} · metalab", page_icon=icon, layout="wide")
+    st.title(paper.title)
+    st.caption(f"[{paper.citation}]({paper.url}) · {paper.question}" if paper.url else paper.citation)
+    with st.expander("The problem and the method"):
+        st.markdown(method)
+        st.markdown("**The claims this lab tests.**\n\n" + "\n".join(f"- {claim}" for claim in paper.claims))
+
+
+def run_view(experiment: Experiment, config: Config, view: View) -> lab.RunResult:
+    """Run (or fetch from the cache) ``experiment`` on ``config`` while drawing ``view``'s chart live,
+    then show its summary, the downloads and how to reproduce it from a shell."""
+
+    def draw(target: Any, frame: pd.DataFrame, running: bool) -> None:
+        target.altair_chart(view.chart(frame, running), width="stretch")
+
+    result = lab.live_run(lab.run_key(experiment.name, config), lambda: experiment.run(config), draw)
+    if result.frame.empty:
+        if result.error is None:
+            st.info("No records yet: press **Run again** to start the run.", icon=":material/info:")
+        return result
+    summary = view.summary(result.frame) if view.summary is not None else None
+    if summary is not None:
+        st.subheader("Summary" + ("" if result.complete else " (partial run)"))
+        if summary.headline:
+            st.markdown(summary.headline)
+        st.dataframe(summary.table, hide_index=True, column_config=summary.formats)
+    lab.downloads(result, view.stem, chart=lambda: view.chart(result.frame, False))
+    reproduce(experiment, config)
+    return result
+
+
+def reproduce(experiment: Experiment, config: Config) -> None:
+    """The expander with the command line (and the full settings) that reproduce this view."""
+    with st.expander("Reproduce outside the dashboard"):
+        st.markdown("The link in the address bar reproduces this view. From a shell:")
+        st.code(lab.cli_command(experiment.name, config), language="bash")
+        st.json(config.to_dict(), expanded=False)
