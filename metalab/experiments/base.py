@@ -70,7 +70,9 @@ class Part:
     """One figure's worth of an experiment: its records' columns and how to build its units of work.
 
     ``units(config, context)`` returns the part's units; ``x`` is the value column that ``step``
-    repeats (None: no x-axis, ``step`` is 0); ``columns`` are the value columns every record carries.
+    repeats (None: no x-axis, ``step`` is 0); ``columns`` are the value columns every record carries;
+    ``volatile`` names those among them that measure the machine rather than the method (wall-clock
+    seconds, resident memory), which differ between two runs of the same seed.
     """
 
     name: str
@@ -78,6 +80,7 @@ class Part:
     columns: tuple[str, ...]
     units: Callable[[Any, Any], Sequence[Unit]]
     description: str = ""
+    volatile: tuple[str, ...] = ()
 
     def check_record(self, record: Record) -> None:
         """Raise ValueError when ``record`` breaks this part's declaration (the contract test uses it)."""

@@ -87,6 +87,7 @@ EXPERIMENT = Experiment(
             ("iteration", "n_samples", "rank", "sin_theta", "objective", "seconds"),
             convergence_units,
             "error of every method per iteration on one instance",
+            volatile=("seconds",),
         ),
         Part(
             "samples",
@@ -94,6 +95,7 @@ EXPERIMENT = Experiment(
             ("n_samples", "repeat", *_EVALUATION),
             samples_units,
             "final subspace error against samples per task m",
+            volatile=("seconds",),
         ),
         Part(
             "rank",
@@ -101,6 +103,7 @@ EXPERIMENT = Experiment(
             ("fitted_rank", "rank", "n_samples", "repeat", *_EVALUATION),
             rank_units,
             "Meta-SP with a mis-specified rank s-1, s, s+1",
+            volatile=("seconds",),
         ),
         Part(
             "noise_floor",
@@ -115,6 +118,7 @@ EXPERIMENT = Experiment(
             ("rank", "n_train_tasks", "n_test_tasks", "support", "few_shot_mse", "seconds", "n_iter"),
             air_quality_units,
             "few-shot PM2.5 prediction on held-out Beijing station-days",
+            volatile=("seconds",),
         ),
         Part(
             "time_to_target",
@@ -122,6 +126,7 @@ EXPERIMENT = Experiment(
             ("n_samples", "repeat", "target_error", "seconds_to_target", "reached", "final_sin_theta"),
             time_to_target_units,
             "seconds each method needs to reach the target subspace error",
+            volatile=("seconds_to_target",),
         ),
     ),
     figures=figures,
