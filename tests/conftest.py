@@ -18,7 +18,7 @@ def repo_root() -> Path:
 @pytest.fixture
 def app_page():
     """``app_page(experiment, timeout)`` -> ``make(**query)``: a fresh AppTest of that experiment's dashboard
-    page (``metalab/dashboard/pages/<experiment>.py``) with the given URL query parameters (not yet run),
+    page (``metalab/dashboard/papers/<experiment>.py``) with the given URL query parameters (not yet run),
     each script run allowed ``timeout`` seconds."""
     from streamlit.testing.v1 import AppTest
 

@@ -1,7 +1,7 @@
 """The Streamlit dashboard, shipped inside the package: ``metalab app`` runs :mod:`metalab.dashboard.app`.
 
 ``PAGES`` lists the paper pages: experiment name -> :class:`PageEntry` (the URL path, which stays
-stable so links keep working, and the icon).  A page's code is ``pages/<experiment name>.py``; its
+stable so links keep working, and the icon).  A page's code is ``papers/<experiment name>.py``; its
 title, citation and Home card come from the experiment's paper block.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-PAGES_DIR = Path(__file__).resolve().parent / "pages"
+PAGES_DIR = Path(__file__).resolve().parent / "papers"  # not "pages": Streamlit would list that folder itself
 
 
 @dataclasses.dataclass(frozen=True)
