@@ -11,6 +11,9 @@ import numbers
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+import torch
+
 
 def check_int(name: str, value: Any, low: int, high: int | None = None, hint: str = "") -> int:
     """An integer in ``low..high`` (``high=None``: no upper bound), else ValueError naming ``name``."""
@@ -44,3 +47,19 @@ def check_choice(name: str, value: Any, choices: Sequence[Any]) -> Any:
     if value not in choices:
         raise ValueError(f"{name}={value!r} is not allowed: one of " + ", ".join(map(repr, choices)))
     return value
+
+
+def as_float_tensor(name: str, value: Any, device: torch.device | None) -> torch.Tensor:
+    """A float64 tensor from a tensor (keeping its device unless ``device`` is given) or an array."""
+    if isinstance(value, torch.Tensor):
+        tensor = value.detach()
+    else:
+        try:
+            tensor = torch.as_tensor(np.asarray(value, dtype=np.float64))
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"{name} of type {type(value).__name__} is not allowed: a tensor or array of numbers"
+            ) from None
+    if tensor.is_complex() or tensor.dtype == torch.bool:
+        raise ValueError(f"{name} has dtype {tensor.dtype}; expected real numbers")
+    return tensor.to(device=device if device is not None else tensor.device, dtype=torch.float64)

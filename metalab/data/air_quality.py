@@ -148,7 +148,7 @@ def load_air_quality_tasks(
     if max_tasks is not None and max_tasks < len(starts):
         keep = np.sort(rng.choice(len(starts), size=max_tasks, replace=False))
         starts, stops = starts[keep], stops[keep]
-    rows = [_sample_rows(a, b, max_samples, rng) for a, b in zip(starts, stops)]
+    rows = [_sample_rows(a, b, max_samples, rng) for a, b in zip(starts, stops, strict=True)]
 
     kept = np.concatenate(rows)
     X, names, n_continuous = _design_matrix(frame, features, wind_direction)

@@ -16,10 +16,9 @@ from typing import Any
 
 import torch
 
-from metalab.core.checks import check_int, check_number, check_seed
+from metalab.core.checks import as_float_tensor, check_int, check_number, check_seed
 from metalab.core.device import resolve_device
 from metalab.core.seeding import generator
-from metalab.subspace.tasks import as_float_tensor
 
 DTYPES = (torch.float32, torch.float64)
 

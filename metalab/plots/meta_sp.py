@@ -112,7 +112,7 @@ def noise_floor_figure(frame: pd.DataFrame) -> Figure | None:
     names = {"noise": r"noise $\sigma$", "d": "dimension d", "n_tasks": "tasks T", "n_samples": "samples per task m"}
     fig = Figure(figsize=(3.2 * len(factors), 3.4), layout="constrained")
     axes = row_of_axes(fig, len(factors))
-    for ax, factor in zip(axes, factors):
+    for ax, factor in zip(axes, factors, strict=True):
         means = rows[rows["factor"] == factor].groupby("value")["coef_error_fro"].mean().sort_index()
         x, y = means.index.to_numpy(float), means.to_numpy(float)
         ax.loglog(x, y, "o", color=styles.style(EXPERIMENT, "meta_sp").colour, label="Meta-SP")

@@ -6,8 +6,8 @@ from typing import Any
 
 import torch
 
-from metalab.core.checks import check_choice, check_number
-from metalab.subspace.tasks import as_float_tensor, as_task_tensors, check_basis
+from metalab.core.checks import as_float_tensor, check_choice, check_number
+from metalab.subspace.tasks import as_task_tensors, check_basis
 
 NORMS = ("spectral", "fro")
 

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from metalab.core.checks import check_number
+from metalab.core.checks import as_float_tensor, check_number
 from metalab.subspace.linalg import orthonormal_columns
 
 DTYPE = torch.float64
@@ -86,22 +86,6 @@ class TaskTensors:
 # Converting and checking task data
 
 
-def as_float_tensor(name: str, value: Any, device: torch.device | None) -> torch.Tensor:
-    """A float64 tensor from a tensor (keeping its device unless ``device`` is given) or an array."""
-    if isinstance(value, torch.Tensor):
-        tensor = value.detach()
-    else:
-        try:
-            tensor = torch.as_tensor(np.asarray(value, dtype=np.float64))
-        except (TypeError, ValueError):
-            raise ValueError(
-                f"{name} of type {type(value).__name__} is not allowed: a tensor or array of numbers"
-            ) from None
-    if tensor.is_complex() or tensor.dtype == torch.bool:
-        raise ValueError(f"{name} has dtype {tensor.dtype}; expected real numbers")
-    return tensor.to(device=device if device is not None else tensor.device, dtype=DTYPE)
-
-
 def _check_finite(name: str, tensor: torch.Tensor) -> None:
     if not bool(torch.isfinite(tensor).all()):
         raise ValueError(f"{name} contains non-finite values (NaN or inf)")
@@ -123,14 +107,14 @@ def _padded_from_lists(X: Sequence, y: Sequence) -> tuple[torch.Tensor, torch.Te
             expected = f"(m_t, d) with d = {dim}" if dim else "(m_t, d) with m_t >= 1 and d >= 1"
             raise ValueError(f"X[{t}] has shape {tuple(x.shape)}; expected {expected}")
     ys = [as_float_tensor(f"y[{t}]", v, device) for t, v in enumerate(y)]
-    for t, (x, v) in enumerate(zip(xs, ys)):
+    for t, (x, v) in enumerate(zip(xs, ys, strict=True)):
         if tuple(v.shape) != (x.shape[0],):
             raise ValueError(f"y[{t}] has shape {tuple(v.shape)}; expected ({x.shape[0]},) to match X[{t}]")
     counts = torch.tensor([x.shape[0] for x in xs], dtype=DTYPE, device=device)
     longest = int(counts.max())
     X_pad = torch.zeros(n_tasks, longest, dim, dtype=DTYPE, device=device)
     y_pad = torch.zeros(n_tasks, longest, dtype=DTYPE, device=device)
-    for t, (x, v) in enumerate(zip(xs, ys)):  # one copy per task at conversion time, not in a hot path
+    for t, (x, v) in enumerate(zip(xs, ys, strict=True)):  # one copy per task at conversion time, not in a hot path
         X_pad[t, : x.shape[0]] = x
         y_pad[t, : x.shape[0]] = v
     return X_pad, y_pad, counts
