@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from metalab.core.claims import check, check_less, pin_runtime
+from metalab.core.claims import check, check_less, checks, pin_runtime
 
 
 def test_a_passing_check_prints_the_expected_value_and_tolerance_not_the_measured_digits(capsys):
@@ -99,6 +99,14 @@ def test_check_less_prints_only_the_claim_and_raises_with_both_numbers(capsys):
     assert "0.7" in str(failure.value) and "0.686" in str(failure.value)
     with pytest.raises(AssertionError):
         check_less("strict", 1.0, 1.0)
+
+
+def test_inactive_checks_check_and_print_nothing(capsys):
+    assert checks(active=True) == (check, check_less)
+    quiet_check, quiet_less = checks(active=False)
+    quiet_check("a quick-preset number on the paper preset", 5.0, 0.1, rel=0.01)
+    quiet_less("a quick-preset ordering on the paper preset", 2.0, 1.0)
+    assert capsys.readouterr().out == ""
 
 
 @pytest.fixture
