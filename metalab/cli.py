@@ -5,14 +5,13 @@ metalab lab [--port 8888] [--folder DIR] [JupyterLab options, e.g. --no-browser]
 metalab notebooks DIR [--force]
 metalab list
 metalab show EXPERIMENT [--preset quick]
-metalab run EXPERIMENT [--preset quick|paper] [--set key=value ...] [--out DIR]
+metalab run EXPERIMENT [--preset quick|paper] [--set key=value ...] [--out DIR] [--force]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import subprocess
 import sys
@@ -20,9 +19,9 @@ import tomllib
 import warnings
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 from metalab.core import ConfigError, collect, parse_assignments
+from metalab.core.output import RunFolder, json_safe
 from metalab.experiments import EXPERIMENTS, get_experiment
 
 
@@ -94,10 +93,26 @@ def _show(args: argparse.Namespace) -> int:
     return 0
 
 
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
+def _final_files(experiment, args: argparse.Namespace, config, records: list, complete: bool) -> list:
+    """(name, write) of the run's final files: the records as CSV and as JSON with the config, and each
+    figure as PNG (figures only for a complete run)."""
+    frame = collect(records)
+    rows = [{k: json_safe(v) for k, v in row.items()} for row in frame.to_dict(orient="records")]
+    payload = {
+        "experiment": args.experiment,
+        "preset": args.preset,
+        "complete": complete,
+        "config": config.to_dict(),
+        "records": rows,
+    }
+    files = [
+        ("records.csv", lambda f: f.write(frame.to_csv(index=False).encode())),
+        ("records.json", lambda f: f.write(json.dumps(payload, indent=1, default=str).encode())),
+    ]
+    if complete:
+        for name, figure in experiment.figures(frame).items():
+            files.append((f"{name}.png", lambda f, figure=figure: figure.savefig(f, format="png", dpi=120)))
+    return files
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -105,36 +120,42 @@ def _run(args: argparse.Namespace) -> int:
 
     experiment = get_experiment(args.experiment)
     config = experiment.config.preset(args.preset, **parse_assignments(args.set))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    folder = RunFolder(Path(args.out), force=args.force)
     records = []
-    with (
-        warnings.catch_warnings(),
-        tqdm(
-            total=100,
-            unit="%",
-            desc=args.experiment,
-            bar_format="{l_bar}{bar}| {elapsed}<{remaining}",
-            disable=args.quiet,
-        ) as bar,
-    ):
-        # a warning (e.g. a part skipped for lack of data) as one line above the bar, not a source excerpt
-        warnings.showwarning = lambda message, *_, **__: tqdm.write(f"metalab: warning: {message}", file=sys.stderr)
-        for record in experiment.run(config):
-            records.append(record)
-            if record.progress is not None:
-                bar.update(100 * record.progress - bar.n)
-                bar.set_postfix_str(f"{record.part}: {record.method}", refresh=False)
-        bar.update(100 - bar.n)  # done, also when every part was skipped
-    frame = collect(records)
-    frame.to_csv(out / "records.csv", index=False)
-    rows = [{k: _json_safe(v) for k, v in row.items()} for row in frame.to_dict(orient="records")]
-    payload = {"experiment": args.experiment, "preset": args.preset, "config": config.to_dict(), "records": rows}
-    (out / "records.json").write_text(json.dumps(payload, indent=1, default=str))
-    for name, figure in experiment.figures(frame).items():
-        figure.savefig(out / f"{name}.png", dpi=120)
-    written = sorted(p.name for p in out.iterdir())
-    print(f"wrote {len(frame)} records and {len(written)} files to {out}: {', '.join(written)}")
+    try:
+        with (
+            warnings.catch_warnings(),
+            tqdm(
+                total=100,
+                unit="%",
+                desc=args.experiment,
+                bar_format="{l_bar}{bar}| {elapsed}<{remaining}",
+                disable=args.quiet,
+            ) as bar,
+        ):
+            # a warning (e.g. a part skipped for lack of data) as one line above the bar, not a source excerpt
+            warnings.showwarning = lambda message, *_, **__: tqdm.write(f"metalab: warning: {message}", file=sys.stderr)
+            for record in experiment.run(config):
+                folder.append(record)
+                records.append(record)
+                if record.progress is not None:
+                    bar.update(100 * record.progress - bar.n)
+                    bar.set_postfix_str(f"{record.part}: {record.method}", refresh=False)
+            bar.update(100 - bar.n)  # done, also when every part was skipped
+    except KeyboardInterrupt:
+        done = records[-1].progress if records and records[-1].progress is not None else 0.0
+        folder.finish(_final_files(experiment, args, config, records, complete=False))
+        print(
+            f"metalab: interrupted at {done:.0%}: kept the {len(records)} finished records in "
+            f"{folder.path / 'records.csv'} and records.json (marked incomplete)",
+            file=sys.stderr,
+        )
+        return 130
+    except BaseException:
+        folder.close()
+        raise
+    written = folder.finish(_final_files(experiment, args, config, records, complete=True))
+    print(f"wrote {len(records)} records and {len(written)} files to {folder.path}: {', '.join(written)}")
     return 0
 
 
@@ -173,15 +194,23 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--preset", default="quick", help="quick (seconds) or paper (published scale)")
     run.add_argument(
         "--set",
-        action="append",
+        action="extend",
+        nargs="+",
         default=[],
         metavar="KEY=VALUE",
-        help="override a setting; tuples are comma separated, e.g. --set samples_grid=5,10,20",
+        help="override settings; tuples are comma separated, e.g. --set samples_grid=5,10,20 repeats=3",
     )
     run.add_argument("--out", default=os.path.join("runs", "latest"), help="output folder (default: runs/latest)")
+    run.add_argument("--force", action="store_true", help="overwrite a run already in the output folder")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.set_defaults(handler=_run)
     return parser
+
+
+def _one_line(error: BaseException) -> str:
+    if isinstance(error, OSError) and error.filename is not None and error.strerror:
+        return f"{error.strerror}: {error.filename}"
+    return str(error).splitlines()[0] if str(error) else type(error).__name__
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -190,8 +219,8 @@ def main(argv: list[str] | None = None) -> int:
         build_parser().parse_args(argv)  # the usual error for arguments only `lab` passes on
     try:
         return args.handler(args, extra) if args.handler is _lab else args.handler(args)
-    except (ConfigError, ValueError, FileNotFoundError) as exc:
-        print(f"metalab: error: {exc}", file=sys.stderr)
+    except (ConfigError, ValueError, OSError) as exc:  # bad settings, a file or folder that does not fit
+        print(f"metalab: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("metalab: interrupted", file=sys.stderr)

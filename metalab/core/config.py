@@ -131,10 +131,11 @@ def _coerce(name: str, value: Any, kind: type, optional: bool = False) -> Any:
                     return False
                 raise ValueError
             return bool(value)
-        if kind is int:
-            if isinstance(value, float) and not value.is_integer():
+        if kind is int:  # "20" and "2e3" are integers; "20.9", "1e400" and 20.9 are not
+            number = float(value) if isinstance(value, str) else value
+            if isinstance(number, float) and not number.is_integer():
                 raise ValueError
-            return int(float(value)) if isinstance(value, str) else int(value)
+            return int(number)
         if kind is float:
             return float(value)
         return kind(value)
