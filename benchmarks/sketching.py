@@ -34,8 +34,13 @@ from metalab.compressive.distributed import local_cluster, sketch_dask
 from metalab.compressive.randomized import RandomizedLearner
 from metalab.compressive.training import evaluate
 from metalab.core.timing import Stopwatch
-from metalab.experiments import compressive
-from metalab.experiments.compressive import CompressiveConfig
+from metalab.experiments.compressive import (
+    CompressiveConfig,
+    CompressiveContext,
+    family_of,
+    random_relative_errors,
+    task_of,
+)
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -81,7 +86,7 @@ def throughput(args: argparse.Namespace) -> None:
                     merged = sketch_dask(maps[name], persisted[n], client=client, batch_rows=args.batch)
                 seconds[(name, n, "single")].append(single_watch.seconds)
                 seconds[(name, n, "dask")].append(dask_watch.seconds)
-                gaps[(name, n)] = float((merged.mean - single.mean).abs().max())
+                gaps[(name, n)] = merged.distance(single)
     rate = {key: key[1] / min(times) for key, times in seconds.items()}  # key = (map, n, where)
 
     m = 10 * args.k * args.d
@@ -105,8 +110,9 @@ def throughput(args: argparse.Namespace) -> None:
         print(f"  n={n:<9d} single {ratios[0]:6.2f}   dask {ratios[1]:6.2f}")
 
 
-def kmeans_setting(args: argparse.Namespace) -> tuple[CompressiveConfig, dict]:
-    """The experiment's k-means setting at ``m = 10 k d`` and a state holding its meta-trained model (trained once)."""
+def kmeans_setting(args: argparse.Namespace) -> CompressiveContext:
+    """The experiment's k-means setting at ``m = 10 k d`` in a run context holding its meta-trained model
+    (trained once)."""
     if not hasattr(args, "_kmeans"):
         m = 10 * args.kmeans_k * args.kmeans_d
         config = CompressiveConfig.preset(
@@ -114,27 +120,28 @@ def kmeans_setting(args: argparse.Namespace) -> tuple[CompressiveConfig, dict]:
             steps=args.steps, eval_sets=args.eval_sets, device="cpu", seed=args.seed,
             sketch_hidden=(128, 128), width=512, blocks=4, n_samples=100, held_out_samples=250,
         )  # fmt: skip
-        state = {"models": {}, "held_out": {}}
+        context = CompressiveContext(config)
         with Stopwatch() as watch:
-            compressive.model(config, state, "kmeans", m)
+            context.model("kmeans", m)
         print(f"(meta-trained the k-means Sketch- and Query-Network: {args.steps} steps in {watch.seconds:.0f} s)")
-        args._kmeans = (config, state)
+        args._kmeans = context
     return args._kmeans
 
 
 def decoding(args: argparse.Namespace) -> None:
     """Seconds to decode k-means from a sketch (learned, CL-OMPR) against exact k-means on the full data."""
     torch.set_num_threads(1)
-    config, state = kmeans_setting(args)
+    context = kmeans_setting(args)
+    config = context.config
     m, k = config.sketch_size, config.clusters
-    learned = compressive.model(config, state, "kmeans", m)
-    ckm = RandomizedLearner(compressive.task_of(config, "kmeans"), m, seed=args.seed)
+    learned = context.model("kmeans", m)
+    ckm = RandomizedLearner(task_of(config, "kmeans"), m, seed=args.seed)
     print(f"decoding: k-means, d={config.d}, k={k}, m=10kd={m}; exact = k-means++ and Lloyd, 5 restarts; 1 thread")
     header = f"{'n':>9s} {'sketch (s)':>11s} {'learned (s)':>12s} {'CKM (s)':>9s} {'exact (s)':>10s} {'exact/learned':>14s} {'exact/CKM':>10s}"
     print(header)
     print("-" * len(header))
     for n in args.decode_n:
-        X = compressive.family_of(config, "kmeans", n).sample(1, seed=args.seed + 2, split="held_out").X[0]
+        X = family_of(config, "kmeans", n).sample(1, seed=args.seed + 2, split="held_out").X[0]
         with Stopwatch() as sketch_watch:
             sketch = learned.sketch(X)
         with Stopwatch() as learned_watch:
@@ -154,13 +161,14 @@ def decoding(args: argparse.Namespace) -> None:
 def quality(args: argparse.Namespace) -> None:
     """Learned vs CKM k-means SSE at the same sketch size, relative to exact k-means, on held-out mixtures."""
     torch.set_num_threads(1)
-    config, state = kmeans_setting(args)
+    context = kmeans_setting(args)
+    config = context.config
     m = config.sketch_size
-    data, reference = compressive.exact_errors(config, state, "kmeans")
-    learned = evaluate(compressive.model(config, state, "kmeans", m), data, reference=reference, seed=args.seed)
-    ckm = compressive.random_errors(config, "kmeans", m, data) / reference
+    scored = context.scored("kmeans")
+    learned = evaluate(context.model("kmeans", m), scored.data, reference=scored.exact_errors, seed=args.seed)
+    ckm = random_relative_errors(config, "kmeans", m, scored)
     print(
-        f"k-means quality: SSE / exact SSE on {len(reference)} held-out mixtures (d={config.d}, k={config.clusters}, "
+        f"k-means quality: SSE / exact SSE on {len(scored.exact_errors)} held-out mixtures (d={config.d}, k={config.clusters}, "
         f"n={config.held_out_samples}; trained on n={config.n_samples}), sketch size m=10kd={m}"
     )
     print(f"{'method':8s} {'median':>7s} {'q25':>6s} {'q75':>6s} {'q90':>6s}")

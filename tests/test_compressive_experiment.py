@@ -1,4 +1,5 @@
-"""The compressive meta-learning experiment's record stream, its figures and the CLI that writes it."""
+"""The compressive meta-learning experiment's contract (parts, records, progress), its record stream, its
+figures and the CLI that writes it."""
 
 from __future__ import annotations
 
@@ -14,7 +15,19 @@ from metalab.compressive.datasets import dataset_family
 from metalab.compressive.query import make_task
 from metalab.compressive.randomized import RandomizedLearner
 from metalab.core import ConfigError, collect
-from metalab.experiments.compressive import CompressiveConfig, figures, ratios, run
+from metalab.experiments.compressive import (
+    EXPERIMENT,
+    PAPER,
+    PARTS,
+    TITLE,
+    CompressiveConfig,
+    CompressiveContext,
+    ModelKey,
+    figures,
+    ratios,
+    run,
+)
+from metalab.experiments.compressive.parts import EVALUATION_COST
 
 #: a few meta-training steps: enough to exercise every path, not to learn well
 TINY = dict(
@@ -42,11 +55,52 @@ def tiny(**changes) -> CompressiveConfig:
     return CompressiveConfig(**{**TINY, **changes})
 
 
+def test_paper_block_and_declared_parts():
+    assert TITLE == PAPER.title == "Compressive Meta-Learning" and PAPER.arxiv == "2508.11090"
+    assert 2 <= len(PAPER.claims) <= 4 and "arXiv:2508.11090" in PAPER.citation
+    assert EXPERIMENT.name == "compressive" and EXPERIMENT.part_names == PARTS == CompressiveConfig().parts
+
+
+def test_every_part_keeps_its_declaration_and_the_progress_bar_only_moves_forward():
+    records = list(run(tiny(tasks=("kmeans", "ridge"))))
+    for record in records:
+        EXPERIMENT.part(record.part).check_record(record)
+    assert {r.part for r in records} == set(PARTS)
+    progress = [r.progress for r in records]
+    assert progress == sorted(progress) and progress[-1] == 1.0
+    privacy = [r for r in records if r.part == "privacy"]
+    assert {r.step for r in privacy} == {1.0, 100.0}  # step is the x-axis, epsilon (it was the sketch size)
+    assert {r.step for r in records if r.part in ("merge", "throughput")} == {0}
+
+
+def test_training_unit_reports_the_fraction_of_its_steps_done():
+    config = tiny(parts=("training",), tasks=("kmeans",), steps=40, eval_every=20)
+    (unit,) = EXPERIMENT.part("training").units(config, CompressiveContext(config))
+    records = list(unit.work())
+    fractions = [r.progress for r in records]
+    assert fractions == [r.values["iteration"] / 40 for r in records]
+    assert fractions == sorted(fractions) and fractions[0] <= 0.25 and fractions[-1] == 1.0
+    # in a run of two tasks, the first task's training fills the first half of the bar step by step
+    run_fractions = [r.progress for r in run(config.replace(tasks=("kmeans", "pca"))) if r.values["task"] == "kmeans"]
+    assert run_fractions[0] <= 0.15 and 0.45 <= run_fractions[-1] <= 0.55
+
+
+def test_the_first_unit_that_needs_a_model_trains_it_and_weighs_its_steps():
+    config = tiny(parts=("training", "sketch_size"), tasks=("pca",), sketch_size=20, sketch_sizes=(10, 20), steps=300)
+    context = CompressiveContext(config)
+    (training,) = EXPERIMENT.part("training").units(config, context)
+    small, same = EXPERIMENT.part("sketch_size").units(config, context)
+    assert training.weight == pytest.approx(301)
+    assert small.weight == pytest.approx(300 + EVALUATION_COST)  # m = 10 is trained here
+    assert same.weight == pytest.approx(EVALUATION_COST)  # m = 20: trained by the training unit
+    assert context.planned == {ModelKey("pca", 20), ModelKey("pca", 10)}
+
+
 def test_training_curve_streams_held_out_errors_and_progress():
     records = list(run(tiny(parts=("training",), tasks=("kmeans",))))
     frame = collect(records)
     held = frame.dropna(subset=["held_out"])
-    assert held["step"].tolist() == [4, 8]
+    assert held["step"].tolist() == held["iteration"].tolist() == [4, 8]
     assert (held["held_out"] > 0).all() and frame["seconds"].is_monotonic_increasing
     assert records[-1].progress == 1.0
 
@@ -84,6 +138,8 @@ def test_example_part_draws_each_answer_over_the_data():
     assert (kmeans["method"] == "learned").sum() == 3 and (kmeans["method"] == "exact").sum() == 3
     assert (kmeans.loc[kmeans["method"] == "exact", "relative_error"] == 1.0).all()
     assert set(frame["epsilon"]) == {10.0}
+    exact = kmeans[kmeans["method"] == "exact"]
+    assert exact["point"].tolist() == exact["step"].tolist() == [0, 1, 2]
     figs = figures(frame)
     assert isinstance(figs["example"], Figure)
 

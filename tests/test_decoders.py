@@ -9,7 +9,16 @@ import pytest
 import torch
 from scipy.optimize import nnls
 
-from metalab.compressive import ProjectedSecondMoments, RandomFourierFeatures, RandomQuadraticFeatures, median_scale
+from metalab.compressive import (
+    Laplace,
+    ProjectedSecondMoments,
+    RandomFourierFeatures,
+    RandomizedLearner,
+    RandomQuadraticFeatures,
+    dataset_family,
+    make_task,
+    median_scale,
+)
 from metalab.compressive.decoders import (
     MEDIAN_FACTOR,
     _DiracSketches,
@@ -219,6 +228,29 @@ def test_append_ones_rows():
     assert append_ones(torch.stack([X, X])).shape == (2, 5, 3)
 
 
+@pytest.mark.parametrize("name", ["pca", "autoencoder"])
+def test_randomized_learner_reconstructs_like_exact_pca_and_reads_private_sketches(name):
+    data = dataset_family("low_rank", n=300, d=3, rank=1).sample(2, seed=0)
+    learner = RandomizedLearner(make_task(name, 3, k=1), 10)  # [x, 1]: D (D + 1) / 2 = 10 measurements suffice
+    V, mean = pca(data.X, 1)
+    projected = mean[:, None] + (data.X - mean[:, None]) @ V @ V.transpose(1, 2)
+    clean = learner.predict(data.X)
+    torch.testing.assert_close(learner.fitted(clean, data.X), projected, rtol=1e-6, atol=1e-6)
+    # released by the Laplace mechanism at a small budget: another answer, worse, the same for the same seed
+    private = learner.predict(data.X, noise=Laplace(0.5), seed=3)
+    assert torch.equal(private["components"], learner.predict(data.X, noise=Laplace(0.5), seed=3)["components"])
+    assert bool((learner.error(private, data.X) > 1.01 * learner.error(clean, data.X)).all())
+
+
+def test_randomized_ridge_predicts_each_sample():
+    data = dataset_family("linear", n=200, d=2).sample(1, seed=1)
+    learner = RandomizedLearner(make_task("ridge", 2, lam=0.0), 10)
+    params = learner.predict(data.X, data.y)
+    w, b = ridge(data.X, data.y, 0.0)
+    expected = (data.X @ w[..., None]).squeeze(-1) + b[:, None]
+    torch.testing.assert_close(learner.fitted(params, data.X, data.y), expected, rtol=1e-6, atol=1e-6)
+
+
 # ---------------------------------------------------------------------------------------------
 # Bad input
 
@@ -239,6 +271,7 @@ def quad(D: int = 4) -> RandomQuadraticFeatures:
         (lambda: ckm(torch.full((20,), float("nan")), rff(), 2, bounds=(-1, 1)), "sketch contains non-finite"),
         (lambda: ckm(torch.zeros(20), quad(), 2, bounds=(-1, 1)), "feature_map=.* is not allowed: a RandomFourier"),
         (lambda: ckm(torch.zeros(20), rff(), 2, bounds=(1, -1)), "bounds is not allowed"),
+        (lambda: ckm(torch.zeros(20), rff(), 2, bounds=(-1, 0, 1)), r"bounds=\(-1, 0, 1\) is not allowed: a pair"),
         (lambda: ckm(torch.zeros(20), rff(), 2, bounds=(-1, torch.ones(3))), r"bounds\[1\] has shape \(3,\)"),
         (
             lambda: ckm(rff().sketch(torch.zeros(3, 2)), RandomFourierFeatures(2, 10, seed=1), 2, bounds=(-1, 1)),

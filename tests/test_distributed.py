@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from metalab.compressive import ClippedIdentity, RandomFourierFeatures, Sketch, SketchNetwork
-from metalab.compressive.distributed import sketch_dask
+from metalab.compressive.distributed import sketch_dask, sketch_rows
 
 torch.set_num_threads(1)
 
@@ -113,6 +113,19 @@ def test_cluster_sketch_equals_single_process_sketch(client, samples, name, coll
     # the merge tree follows the partition order, so threads in this process give the same bits
     threaded = sketch_dask(fmap, collection(samples), client="threads", columns=feature_columns(collection))
     assert torch.equal(threaded.total, sketch.total)
+
+
+@pytest.mark.parametrize("name", sorted(MAPS))
+def test_sketch_rows_in_one_process_or_on_dask_is_the_one_pass_sketch(client, samples, name):
+    fmap = MAPS[name]()
+    reference = Sketch.of(fmap, samples)
+    rows = torch.from_numpy(samples)
+    assert torch.equal(sketch_rows(fmap, rows).total, reference.total)
+    for scheduler in ("threads", client):
+        on_dask = sketch_rows(fmap, rows, scheduler, partitions=5)
+        assert on_dask.count == N and torch.allclose(on_dask.mean, reference.mean, rtol=0, atol=1e-13)
+    with pytest.raises(ValueError, match="partitions=0 is not allowed"):
+        sketch_rows(fmap, rows, "threads", partitions=0)
 
 
 def test_cluster_sketch_is_exact_when_the_sums_are(client):
@@ -245,3 +258,6 @@ def test_missing_dask_names_the_extra_to_install(monkeypatch, samples):
     monkeypatch.setitem(sys.modules, "dask", None)
     with pytest.raises(ImportError, match=r"pip install metalab\[scale\]"):
         sketch_dask(MAPS["rff"](), as_array(samples))
+    with pytest.raises(ImportError, match=r"pip install metalab\[scale\]"):
+        sketch_rows(MAPS["rff"](), samples, "threads")
+    assert sketch_rows(MAPS["rff"](), samples).count == N  # one process needs no Dask

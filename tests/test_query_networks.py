@@ -69,6 +69,23 @@ def test_autoencoder_hypernetwork_uses_the_reference_layout():
     assert torch.allclose(task.error(params, X.float()), (X.float() - reconstruction).pow(2).sum(-1).mean(-1))
 
 
+def test_each_task_draws_its_answer_in_the_data_space():
+    X = dataset_family("low_rank", n=50, d=3, rank=1).sample(2, seed=1).X
+    y = X.sum(-1)
+    V, mean = references.pca(X, 1)
+    pca = make_task("pca", 3, k=1)
+    fitted = pca.fitted({"components": V, "mean": mean}, X)
+    assert fitted.shape == X.shape
+    torch.testing.assert_close(pca.error({"components": V, "mean": mean}, X), (X - fitted).pow(2).sum(-1).mean(-1))
+    w, b = references.ridge(X, y, 0.0)
+    torch.testing.assert_close(make_task("ridge", 3, lam=0.0).fitted({"w": w, "b": b}, X, y), y)
+    centroids = X[:, :2]
+    assert torch.equal(make_task("kmeans", 3, k=2).fitted({"centroids": centroids}, X), centroids)
+    autoencoder = make_task("autoencoder", 3, k=1, hidden=4)
+    params = autoencoder.parameters(torch.randn(2, autoencoder.n_outputs, dtype=torch.float64))
+    torch.testing.assert_close(autoencoder.fitted(params, X), references.autoencoder_forward(X, params))
+
+
 def test_model_sketch_merges_and_decodes_like_the_batched_path():
     task = make_task("ridge", 2)
     model = CompressiveModel(task, 6, **SMALL)

@@ -20,8 +20,10 @@ from metalab.compressive.references import (
     kmeans_sse,
     pca,
     pca_error,
+    pca_reconstruction,
     ridge,
     ridge_loss,
+    ridge_prediction,
 )
 
 torch.set_num_threads(1)
@@ -124,6 +126,16 @@ def test_pca_on_a_batch_equals_each_data_set_and_error_is_differentiable():
     assert float(W.grad.abs().max()) < 1e-10
 
 
+def test_pca_reconstruction_is_the_projection_pca_error_measures():
+    X = torch.stack([gaussian(80, 4, seed=9), gaussian(80, 4, seed=10) * torch.tensor([2.0, 1.0, 0.3, 0.1])])
+    V, mean = pca(X, 2)
+    fitted = pca_reconstruction(X, V, mean)
+    torch.testing.assert_close(pca_error(X, V, mean), (X - fitted).pow(2).sum(-1).mean(-1))
+    torch.testing.assert_close(pca_reconstruction(fitted, V, mean), fitted)  # a projection: twice is once
+    # any basis of the same span reconstructs the same points
+    torch.testing.assert_close(pca_reconstruction(X, 3.0 * V, mean), fitted)
+
+
 # ---------------------------------------------------------------------------------------------
 # Ridge
 
@@ -154,6 +166,8 @@ def test_ridge_on_a_batch_and_least_squares_at_lam_zero():
     torch.testing.assert_close(w, torch.tensor([[1.0, 2.0, 3.0], [1.0, 1.0, 1.0]], dtype=torch.float64))
     torch.testing.assert_close(b, torch.tensor([4.0, 0.0], dtype=torch.float64))
     torch.testing.assert_close(ridge_loss(X, y, w, b, 0.0), torch.zeros(2, dtype=torch.float64))
+    torch.testing.assert_close(ridge_prediction(X, w, b), y)
+    torch.testing.assert_close(ridge_prediction(X[1], w[1], b[1]), y[1])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -77,6 +77,18 @@ def test_merge_add_remove_for_every_map(fmap):
     torch.testing.assert_close(whole.add(extra).mean, fmap.sketch(torch.cat([x, extra])).mean, rtol=1e-13, atol=1e-15)
 
 
+def test_distance_between_sketches_is_the_largest_gap_between_means():
+    fmap = RandomFourierFeatures(3, 8, seed=0)
+    x = gaussian(200, 3, 0)
+    whole = fmap.sketch(x)
+    assert fmap.sketch(x[:50]).merge(fmap.sketch(x[50:])).distance(whole) < 1e-14
+    half = fmap.sketch(x[:100])
+    assert half.distance(whole) == pytest.approx(float((half.mean - whole.mean).abs().max()), rel=1e-12)
+    assert half.distance(whole) > 1e-3
+    with pytest.raises(ValueError, match=r"map_id="):
+        whole.distance(RandomFourierFeatures(3, 8, seed=1).sketch(x))
+
+
 def test_add_remove_round_trip_is_exact_for_exact_sums():
     fmap = ClippedIdentity(2, -8.0, 8.0)
     x, extra = dyadic(300, 2, 3), dyadic(40, 2, 4)

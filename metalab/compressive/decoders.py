@@ -181,7 +181,7 @@ def _projected_adam(params: list[torch.Tensor], rates: list[float], steps: int, 
     second = [torch.zeros_like(p) for p in params]
     for t in range(1, steps + 1):
         decay = 0.5 * (1.0 + math.cos(math.pi * (t - 1) / steps))
-        for p, g, m, v, rate in zip(params, gradients(*params), first, second, rates):
+        for p, g, m, v, rate in zip(params, gradients(*params), first, second, rates, strict=True):
             m.mul_(beta1).add_(g, alpha=1.0 - beta1)
             v.mul_(beta2).addcmul_(g, g, value=1.0 - beta2)
             step = (m / (1.0 - beta1**t)) / ((v / (1.0 - beta2**t)).sqrt() + 1e-12)
@@ -273,7 +273,9 @@ def ckm(
     candidates = check_int("candidates", candidates, 1)
     dev = resolve_device(device)
     d = fmap.input_dim
-    lo, hi = (_bound(b, name, d, dev) for b, name in zip(bounds, ("bounds[0]", "bounds[1]")))
+    if not isinstance(bounds, (tuple, list)) or len(bounds) != 2:
+        raise ValueError(f"bounds={bounds!r} is not allowed: a pair (lo, hi) of numbers or ({d},) vectors")
+    lo, hi = (_bound(b, name, d, dev) for b, name in zip(bounds, ("bounds[0]", "bounds[1]"), strict=True))
     if not bool((lo < hi).all()):
         raise ValueError("bounds is not allowed: every lower bound must be below its upper bound")
     gen = generator(check_seed(seed), "ckm", device=dev)

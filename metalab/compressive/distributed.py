@@ -195,3 +195,32 @@ def sketch_dask(
     if sketch.count == 0:
         raise ValueError("data is not allowed: it holds no samples")
     return replace(sketch, feature_map=feature_map)
+
+
+def sketch_rows(feature_map: FeatureMap, rows: Any, scheduler: Any = "single", *, partitions: int = 8) -> Sketch:
+    """The sketch of in-memory ``rows`` ``(N, d)``: in this process (``scheduler="single"``), or on Dask as
+    ``partitions`` blocks of rows with :func:`sketch_dask` (``client=scheduler``: ``"threads"``,
+    ``"local"``, an address or a Client).  Either way the same sketch, up to the summation order.
+
+    Parameters
+    ----------
+    feature_map : FeatureMap
+        The per-sample map (a Sketch-Network or a random map).
+    rows : tensor, array or DataFrame
+        The samples, ``(N, feature_map.input_dim)``.
+    scheduler : str or distributed.Client
+        ``"single"`` for this process, else where :func:`sketch_dask` runs.
+    partitions : int
+        Row blocks the Dask array is cut into.
+
+    Returns
+    -------
+    Sketch
+        The mean of the features of every row, with its count.
+    """
+    if scheduler == "single":
+        return Sketch.of(feature_map, rows)
+    _, da = _import_dask()
+    samples = as_samples(rows, feature_map.input_dim).numpy()
+    block = max(1, samples.shape[0] // check_int("partitions", partitions, 1))
+    return sketch_dask(feature_map, da.from_array(samples, chunks=(block, samples.shape[1])), client=scheduler)

@@ -61,7 +61,8 @@ class Task:
     ``parameters(out)`` turns the network's flat output ``(..., n_outputs)`` into named parameters;
     ``error(params, X, y)`` is the differentiable loss per data set (``X (B, n, d)`` -> ``(B,)``);
     ``exact(X, y)`` the exact reference's parameters fitted on the full data, and ``exact_error(X, y)``
-    their loss.
+    their loss; ``fitted(params, X, y)`` what the parameters say in the data's coordinates (each
+    sample's reconstruction or prediction; k-means: the centroids themselves).
     """
 
     name: str
@@ -88,6 +89,11 @@ class Task:
         raise NotImplementedError
 
     def exact(self, X: torch.Tensor, y: torch.Tensor | None = None, *, seed: int = 0) -> Params:  # pragma: no cover
+        raise NotImplementedError
+
+    def fitted(
+        self, params: Params, X: torch.Tensor, y: torch.Tensor | None = None
+    ) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
 
     def exact_error(self, X: torch.Tensor, y: torch.Tensor | None = None, *, seed: int = 0) -> torch.Tensor:
@@ -129,6 +135,10 @@ class PCATask(Task):
     def error(self, params: Params, X: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         return references.pca_error(X, params["components"], params["mean"])
 
+    def fitted(self, params: Params, X: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """Each sample projected on the predicted principal subspace, ``(..., n, d)``."""
+        return references.pca_reconstruction(X, params["components"], params["mean"])
+
     def exact(self, X: torch.Tensor, y: torch.Tensor | None = None, *, seed: int = 0) -> Params:
         components, mean = references.pca(X, self.k)
         return {"mean": mean, "components": components}
@@ -165,6 +175,10 @@ class RidgeTask(Task):
     def error(self, params: Params, X: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         return references.ridge_loss(X, y, params["w"], params["b"], self.lam)
 
+    def fitted(self, params: Params, X: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """The prediction ``w^T x + b`` of every sample, ``(..., n)``."""
+        return references.ridge_prediction(X, params["w"], params["b"])
+
     def exact(self, X: torch.Tensor, y: torch.Tensor | None = None, *, seed: int = 0) -> Params:
         w, b = references.ridge(X, y, self.lam)
         return {"w": w, "b": b}
@@ -193,6 +207,10 @@ class KMeansTask(Task):
 
     def error(self, params: Params, X: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         return references.kmeans_sse(X, params["centroids"])
+
+    def fitted(self, params: Params, X: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """The centroids, ``(..., k, d)``."""
+        return params["centroids"]
 
     def exact(self, X: torch.Tensor, y: torch.Tensor | None = None, *, seed: int = 0) -> Params:
         return {"centroids": references.kmeans(X, self.k, restarts=self.restarts, seed=seed)[0]}
@@ -240,6 +258,10 @@ class AutoencoderTask(Task):
 
     def error(self, params: Params, X: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         return references.autoencoder_error(X, params)
+
+    def fitted(self, params: Params, X: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """Every sample's reconstruction through the autoencoder, ``(..., n, d)``."""
+        return references.autoencoder_forward(X, params)
 
     def exact(self, X: torch.Tensor, y: torch.Tensor | None = None, *, seed: int = 0) -> Params:
         return references.autoencoder(X, self.hidden, self.k, steps=self.reference_steps, seed=seed)

@@ -31,7 +31,9 @@ import torch
 from metalab.compressive import references
 from metalab.compressive.decoders import MEDIAN_FACTOR, append_ones, ckm, compressive_pca, compressive_ridge
 from metalab.compressive.feature_maps import FeatureMap, RandomFourierFeatures, RandomQuadraticFeatures
+from metalab.compressive.privacy import Gaussian, Laplace
 from metalab.compressive.query import Params, Task
+from metalab.compressive.training import private_sketches
 from metalab.core.checks import check_int, check_number, check_seed
 
 #: the box every data set lies in (per coordinate): CL-OMPR's bounds on the centroids
@@ -88,8 +90,25 @@ class RandomizedLearner:
         components, mean = compressive_pca(z, self.feature_map, task.k, augmented=True)
         return {"components": components, "mean": mean}
 
+    def predict(
+        self, X: torch.Tensor, y: torch.Tensor | None = None, *, noise: Laplace | Gaussian | None = None, seed: int = 0
+    ) -> Params:
+        """The parameters for every data set of ``X (B, n, d)`` decoded from its sketch mean, or from the
+        sketch released by ``noise`` (calibrated to the random map's sensitivity ``D / n``)."""
+        z = self.pooled(X, y)
+        if noise is not None:
+            z = private_sketches(z, self.feature_map.bound, X.shape[-2], noise, seed=seed)
+        return self.decode(z)
+
     def error(self, params: Params, X: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """The task's loss per data set; for the autoencoder, the linear autoencoder's reconstruction error."""
         if self.task.name == "autoencoder":
             return references.pca_error(X, params["components"], params["mean"])
         return self.task.error(params, X, y)
+
+    def fitted(self, params: Params, X: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """:meth:`Task.fitted <metalab.compressive.query.Task.fitted>`; for the autoencoder, the linear
+        autoencoder's reconstructions ``mu + (x - mu) V V^T``."""
+        if self.task.name == "autoencoder":
+            return references.pca_reconstruction(X, params["components"], params["mean"])
+        return self.task.fitted(params, X, y)

@@ -61,7 +61,9 @@ def as_param(value: Any, name: str, like: torch.Tensor, shape: tuple[int | None,
     t = torch.as_tensor(value, device=like.device)
     t = t if t.dtype == like.dtype else t.to(like.dtype)
     trailing = tuple(t.shape[t.ndim - len(shape) :]) if t.ndim >= len(shape) else ()
-    fits = len(trailing) == len(shape) and all(s > 0 and (w is None or s == w) for s, w in zip(trailing, shape))
+    fits = len(trailing) == len(shape) and all(
+        s > 0 and (w is None or s == w) for s, w in zip(trailing, shape, strict=True)
+    )
     if not fits or t.ndim > len(shape) + 1:
         wanted = ", ".join("?" if w is None else str(w) for w in shape)
         raise ValueError(
@@ -211,9 +213,20 @@ def pca_error(X: Any, components: Any, mean: Any = None) -> torch.Tensor:
     V = as_param(components, "components", x, (d, None))
     mu = x.mean(dim=1) if mean is None else as_param(mean, "mean", x, (d,))
     xc = x - mu.unsqueeze(-2)
-    P = V @ torch.linalg.pinv(V.transpose(-1, -2) @ V, hermitian=True) @ V.transpose(-1, -2)
-    err = (xc - xc @ P).pow(2).sum(dim=-1).mean(dim=-1)
+    err = (xc - xc @ _projector(V)).pow(2).sum(dim=-1).mean(dim=-1)
     return _answer(err, batched or V.ndim == 3 or (mean is not None and mu.ndim == 2))
+
+
+def _projector(V: torch.Tensor) -> torch.Tensor:
+    """``P = V (V^T V)^+ V^T``: the orthogonal projector onto the column span of ``V (..., d, k)``."""
+    return V @ torch.linalg.pinv(V.transpose(-1, -2) @ V, hermitian=True) @ V.transpose(-1, -2)
+
+
+def pca_reconstruction(X: torch.Tensor, components: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+    """``mu + (x - mu) P``: each sample of ``X (..., n, d)`` projected on the affine principal subspace
+    through ``mean`` ``(..., d)`` spanned by ``components`` ``(..., d, k)`` (``P`` as in :func:`pca_error`)."""
+    mu = mean.unsqueeze(-2)
+    return mu + (X - mu) @ _projector(components)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -270,9 +283,13 @@ def ridge_loss(X: Any, y: Any, w: Any, b: Any, lam: float) -> torch.Tensor:
     b = torch.as_tensor(b, dtype=x.dtype, device=x.device)
     if b.ndim > 1 or (b.ndim == 1 and b.shape[0] != x.shape[0]):
         raise ValueError(f"b has shape {tuple(b.shape)}, which is not allowed: () or a batch (B,)")
-    prediction = (x @ w.unsqueeze(-1)).squeeze(-1) + b.unsqueeze(-1)
-    loss = (prediction - t).pow(2).mean(dim=-1) + lam * w.pow(2).sum(dim=-1)
+    loss = (ridge_prediction(x, w, b) - t).pow(2).mean(dim=-1) + lam * w.pow(2).sum(dim=-1)
     return _answer(loss, batched or w.ndim == 2 or b.ndim == 1)
+
+
+def ridge_prediction(X: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``X w + b``: the prediction for every sample of ``X (..., n, d)`` (``w (..., d)``, ``b`` ``()`` or ``(B,)``)."""
+    return (X @ w.unsqueeze(-1)).squeeze(-1) + b.unsqueeze(-1)
 
 
 # ---------------------------------------------------------------------------------------------

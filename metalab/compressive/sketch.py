@@ -87,6 +87,11 @@ class Sketch:
     def private(self) -> bool:
         return self.privacy is not None
 
+    def distance(self, other: Sketch) -> float:
+        """``max_j |mean_j - other.mean_j|``: how far apart two sketches of the same map are (l-infinity)."""
+        self._check_compatible(other)
+        return float((self.mean - other.mean).abs().max())
+
     # -- combining ---------------------------------------------------------------------------
 
     def _check_compatible(self, other: Any, name: str = "other") -> None:

@@ -16,7 +16,8 @@ as much as the others.
 differential-privacy mechanism calibrated to the sketch's sensitivity ``D / n`` at an ``epsilon``
 drawn per data set, so the Query-Network learns to read noisy sketches.
 
-:func:`meta_train` returns a :class:`MetaTraining`: iterating it trains, yielding one
+:func:`meta_train` returns a :class:`MetaTraining`: iterating it trains in the shared loop
+(:func:`metalab.core.loop.meta_training`: it stops on a non-finite loss), yielding one
 :class:`TrainingProgress` per step (with the held-out relative error every ``eval_every`` steps);
 ``.model`` is the model being trained.  :func:`evaluate` scores a model on a batch of data sets
 relative to the exact references.
@@ -24,8 +25,7 @@ relative to the exact references.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +36,7 @@ from metalab.compressive.datasets import DataBatch, DatasetFamily
 from metalab.compressive.privacy import MECHANISMS, Gaussian, Laplace, check_delta, mean_sensitivity
 from metalab.compressive.query import CompressiveModel, Params, Task, make_task
 from metalab.core.checks import check_choice, check_int, check_number, check_seed
+from metalab.core.loop import Iteration, meta_training
 from metalab.core.seeding import generator
 
 OBJECTIVES = ("log", "mean")
@@ -148,8 +149,10 @@ def evaluate(
 
 @dataclass(frozen=True)
 class TrainingProgress:
-    """One training step: ``loss`` is the batch's mean task error; ``held_out`` the median relative error
-    on the held-out data sets (``held_out_errors``, all of them), present every ``eval_every`` steps."""
+    """One training step: ``loss`` is the batch's mean task error; ``seconds`` the training time so far
+    (sampling and steps, evaluations excluded); ``held_out`` the median relative error on the held-out
+    data sets (``held_out_errors``, all of them), present every ``eval_every`` steps; ``status`` is
+    ``"non_finite"`` on the last step of a run whose loss diverged."""
 
     step: int
     steps: int
@@ -159,6 +162,28 @@ class TrainingProgress:
     seconds: float
     held_out: float | None = None
     held_out_errors: torch.Tensor | None = None
+    status: str = "ok"
+
+    @property
+    def fraction(self) -> float:
+        """The fraction of the run's steps done, ``step / steps``."""
+        return self.step / self.steps
+
+    @classmethod
+    def of(cls, row: Iteration) -> TrainingProgress:
+        """The progress report of one row of :func:`~metalab.core.loop.meta_training`."""
+        errors = row.evaluation
+        return cls(
+            step=row.iteration,
+            steps=row.iterations,
+            loss=row.loss,
+            objective=row.stats["objective"],
+            lr=row.stats["lr"],
+            seconds=row.elapsed,
+            held_out=None if errors is None else float(errors.median()),
+            held_out_errors=errors,
+            status=row.status,
+        )
 
 
 def _check_compatible(task: Task, family: DatasetFamily) -> None:
@@ -211,20 +236,14 @@ class MetaTraining:
             self.reference = self.model.task.exact_error(x, y, seed=self.seed)
         return evaluate(self.model, self.held_out, reference=self.reference, seed=self.seed)
 
-    def __iter__(self) -> Iterator[TrainingProgress]:
+    def _step(self, optimizer: torch.optim.Optimizer, schedule, noise_stream: torch.Generator):
+        """``step(data) -> stats``: one Adam step on the objective over a batch of data sets (the loop's ``step``)."""
         model, task = self.model, self.model.task
-        optimizer = torch.optim.Adam(model.parameters(), lr=self.lr)
-        schedule = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=self.lr, total_steps=self.steps, pct_start=0.1, final_div_factor=1e2
-        )
-        data_stream = generator(self.seed, "meta-train-data")
-        noise_stream = generator(self.seed, "meta-train-noise")
         if self.noise is not None:
             mechanisms = self.noise.mechanisms()
             unit_scales = torch.tensor([m.noise_scale(1.0) for m in mechanisms], dtype=torch.float64)
-        start = time.perf_counter()
-        for step in range(1, self.steps + 1):
-            data = self.family.sample(self.batch, seed=data_stream).to(model.device, model.dtype)
+
+        def step(data: DataBatch) -> Mapping[str, float]:
             z = model.pooled(data.X, data.y)
             if self.noise is not None:
                 z = _noisy_training_sketches(
@@ -238,19 +257,26 @@ class MetaTraining:
             lr = optimizer.param_groups[0]["lr"]
             optimizer.step()
             schedule.step()
-            held_out = None
-            if step % self.eval_every == 0 or step == self.steps:
-                held_out = self.held_out_errors()
-            progress = TrainingProgress(
-                step=step,
-                steps=self.steps,
-                loss=float(errors.detach().mean()),
-                objective=float(objective.detach()),
-                lr=lr,
-                seconds=time.perf_counter() - start,
-                held_out=None if held_out is None else float(held_out.median()),
-                held_out_errors=held_out,
-            )
+            return {"loss": float(errors.detach().mean()), "objective": float(objective.detach()), "lr": lr}
+
+        return step
+
+    def __iter__(self) -> Iterator[TrainingProgress]:
+        model = self.model
+        optimizer = torch.optim.Adam(model.parameters(), lr=self.lr)
+        schedule = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=self.lr, total_steps=self.steps, pct_start=0.1, final_div_factor=1e2
+        )
+        data_stream = generator(self.seed, "meta-train-data")
+        rows = meta_training(
+            self._step(optimizer, schedule, generator(self.seed, "meta-train-noise")),
+            self.steps,
+            sample=lambda i: self.family.sample(self.batch, seed=data_stream).to(model.device, model.dtype),
+            evaluate=lambda i: self.held_out_errors(),
+            evaluate_every=self.eval_every,
+        )
+        for row in rows:
+            progress = TrainingProgress.of(row)
             self.history.append(progress)
             yield progress
 

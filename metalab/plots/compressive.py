@@ -24,7 +24,7 @@ def _style(method: str) -> dict:
 
 
 def _task_axes(fig: Figure, tasks: list[str]) -> dict[str, object]:
-    return dict(zip(tasks, row_of_axes(fig, len(tasks))))
+    return dict(zip(tasks, row_of_axes(fig, len(tasks)), strict=True))
 
 
 def _relative_panels(rows: pd.DataFrame, x: str, xlabel: str, title: str, log_x: bool) -> Figure:
@@ -36,7 +36,9 @@ def _relative_panels(rows: pd.DataFrame, x: str, xlabel: str, title: str, log_x:
             line = line.sort_values(x)
             ax.plot(line[x], line["relative_error"], marker="o", **_style(method))
             if "q25" in line and method != "exact":
-                ax.fill_between(line[x], line["q25"], line["q75"], color=styles.style(EXPERIMENT, method).colour, alpha=0.15)
+                ax.fill_between(
+                    line[x], line["q25"], line["q75"], color=styles.style(EXPERIMENT, method).colour, alpha=0.15
+                )
         ax.set(xlabel=xlabel, title=TASK_TITLES.get(task, task), yscale="log")
         if log_x:
             ax.set_xscale("log")
@@ -94,9 +96,17 @@ def decoding_figure(frame: pd.DataFrame) -> Figure | None:
     for method, group in rows.groupby("method", sort=False):
         group = group.sort_values("n")
         label = "exact k-means (k-means++ and Lloyd)" if method == "exact" else styles.label(EXPERIMENT, method)
-        time_ax.plot(group["n"], group["decode_seconds"], marker="o", color=styles.style(EXPERIMENT, method).colour, label=label)
+        time_ax.plot(
+            group["n"], group["decode_seconds"], marker="o", color=styles.style(EXPERIMENT, method).colour, label=label
+        )
         if method != "exact":
-            time_ax.plot(group["n"], group["sketch_seconds"], marker="x", linestyle=":", color=styles.style(EXPERIMENT, method).colour)
+            time_ax.plot(
+                group["n"],
+                group["sketch_seconds"],
+                marker="x",
+                linestyle=":",
+                color=styles.style(EXPERIMENT, method).colour,
+            )
         error_ax.plot(group["n"], group["relative_error"], marker="o", **_style(method))
     time_ax.set(
         xscale="log", yscale="log", xlabel="samples n", ylabel="seconds", title="Decode (solid) and sketch (dotted)"
