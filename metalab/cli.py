@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import subprocess
 import sys
 import tomllib
@@ -32,7 +33,20 @@ def _streamlit_flags() -> list[str]:
     return [f"--{section}.{key}={value}" for section, values in settings.items() for key, value in values.items()]
 
 
+def _check_port_free(address: str, port: int) -> None:
+    """Raise OSError naming the port and the way out when something already listens on it."""
+    with socket.socket() as probe:
+        try:
+            probe.bind((address, port))
+        except OSError as error:
+            raise OSError(
+                f"{address}:{port} is already in use ({error.strerror}): start on another port with --port, "
+                f"e.g. metalab app --port {port + 1}"
+            ) from None
+
+
 def _app(args: argparse.Namespace) -> int:
+    _check_port_free(args.address, args.port)
     entry = resources.files("metalab.dashboard").joinpath("app.py")
     command = [sys.executable, "-m", "streamlit", "run", str(entry), *_streamlit_flags()]
     command += [f"--server.address={args.address}", f"--server.port={args.port}"]

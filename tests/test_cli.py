@@ -131,3 +131,16 @@ def test_a_failed_final_write_leaves_the_old_file(tmp_path):
         atomic_write(target, failing)
     assert target.read_text() == "old,complete\n"
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_app_on_a_taken_port_says_so_before_printing_a_url(capsys):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["app", "--port", str(port)]) == 2
+    out, err = capsys.readouterr()
+    assert "http://" not in out
+    assert f"127.0.0.1:{port} is already in use" in err and f"--port {port + 1}" in err
