@@ -209,3 +209,31 @@ def test_real_data_weeks_and_log_target(real_dir: Path) -> None:
     assert 200 < len(tasks) <= 215 and all(len(y) <= 48 for y in tasks.y)
     assert tasks.task_ids[0] == ("Dongsi", "2013-W09")
     assert all(torch.isfinite(y).all() for y in tasks.y)
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (b"this is not gzip", "Not a gzipped file"),
+        (gzip.compress(HEADER.encode() + b"\n1,2014,3,1,0,5")[:-12], "not a readable air-quality table"),
+        (gzip.compress(b""), "not a readable air-quality table"),
+    ],
+    ids=["not-gzip", "truncated", "empty"],
+)
+def test_corrupt_files_are_errors_naming_the_file(data_dir: Path, content: bytes, problem: str) -> None:
+    bad = data_dir / "PRSA_Data_Gamma_20130301-20170228.csv.gz"
+    bad.write_bytes(content)
+    with pytest.raises(ValueError, match=problem) as error:
+        load_air_quality_tasks(data_dir)
+    assert str(bad) in str(error.value)
+
+
+def test_an_infinite_value_is_rejected_not_turned_into_a_column_of_nan(data_dir: Path) -> None:
+    station = data_dir / "PRSA_Data_Alpha_20130301-20170228.csv.gz"
+    lines = gzip.decompress(station.read_bytes()).decode().splitlines()
+    fields = lines[5].split(",")
+    fields[11] = "inf"  # TEMP
+    lines[5] = ",".join(fields)
+    station.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
+    with pytest.raises(ValueError, match=r"column 'TEMP' holds an infinite value"):
+        load_air_quality_tasks(data_dir)

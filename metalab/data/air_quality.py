@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
@@ -211,11 +212,21 @@ def _station_files(path) -> dict[str, pathlib.Path]:
 def _read_station(file: pathlib.Path, features, target, wind_direction) -> pd.DataFrame:
     """The used columns of one file, rows with a missing value dropped, in file (time) order."""
     required = ["year", "month", "day", "station", *features, target] + (["wd"] if wind_direction else [])
-    frame = pd.read_csv(file, usecols=lambda c: c in required)
+    try:
+        frame = pd.read_csv(file, usecols=lambda c: c in required)
+    except (OSError, EOFError, zlib.error, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
+        # BadGzipFile (an OSError), a truncated stream (EOFError), an empty or garbled table
+        raise ValueError(f"{file} is not a readable air-quality table (gzip-compressed CSV): {error}") from None
     missing = [c for c in required if c not in frame.columns]
     if missing:
         raise ValueError(f"{file} lacks the required columns {missing}")
     frame = frame[required].dropna()
+    numeric = [*features, target]
+    for column in numeric:
+        if not pd.api.types.is_numeric_dtype(frame[column]):
+            raise ValueError(f"{file}: column {column!r} holds values that are not numbers")
+        if np.isinf(frame[column].to_numpy(np.float64)).any():
+            raise ValueError(f"{file}: column {column!r} holds an infinite value")
     if wind_direction:
         unknown = sorted(frame.loc[~frame["wd"].isin(WIND_DIRECTIONS), "wd"].unique())
         if unknown:
