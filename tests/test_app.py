@@ -120,21 +120,25 @@ def test_samples_sweep_view(page):
 
 
 def test_home_lists_the_four_papers(repo_root):
+    """Home (the checkout's entry, drawing the packaged dashboard) has a card per paper, titled from its
+    paper block, linking to its page."""
+    from metalab.dashboard import PAGES
+    from metalab.experiments import get_experiment
+
     at = AppTest.from_file(str(repo_root / "app" / "Home.py"), default_timeout=TIMEOUT).run()
     assert not at.exception
     titles = [s.value for s in at.subheader]
-    for title in (
-        "Meta Subspace Pursuit",
-        "Memory-reduced meta-learning",
-        "Meta-learning from sparse recovery (MLSR)",
-        "Compressive meta-learning",
-    ):
-        assert title in titles
     links = " ".join(str(link.proto) for link in at.get("page_link"))
-    for page in (
-        "Meta_Subspace_Pursuit",
-        "Memory_Reduced_Meta_Learning",
-        "Meta_Learning_from_Sparse_Recovery",
-        "Compressive_Meta_Learning",
-    ):
-        assert f'page: "{page}"' in links, page
+    assert len(PAGES) == 4
+    for name, entry in PAGES.items():
+        assert get_experiment(name).paper.title in titles
+        assert f'page: "{entry.url_path}"' in links, name
+
+
+def test_a_diverging_method_is_flagged_and_never_ranked(page):
+    at = page(auto_step="false", methods=["meta_sp", "mom"], step_size="50").run()
+    assert not at.exception
+    warnings = [w.value for w in at.warning]
+    assert any("Meta-SP" in w and "DivergenceWarning" in w and "diverged" in w for w in warnings), warnings
+    headline = " ".join(m.value for m in at.markdown if "Lowest" in m.value or "Not ranked" in m.value)
+    assert "**MoM**" in headline and "Not ranked" in headline and "Meta-SP" in headline.split("Not ranked")[1]

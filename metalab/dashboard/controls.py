@@ -79,4 +79,6 @@ def control(config: type[Config], name: str, default: Any, *, where: Any = None,
     step = None if spec.step is None else kind(spec.step)
     if widget == "slider":
         return where.slider(label, low, high, value, step=step, format=spec.format, **common)
-    return where.number_input(label, min_value=low, max_value=high, value=value, step=step, format=spec.format, **common)
+    return where.number_input(
+        label, min_value=low, max_value=high, value=value, step=step, format=spec.format, **common
+    )

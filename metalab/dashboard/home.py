@@ -37,7 +37,10 @@ def home() -> None:
     left, right = st.columns(2)
     with left:
         st.markdown("**Notebooks**: one per paper (question, method, experiment, figure), with a play section.")
-        st.code("metalab notebooks ~/metalab-notebooks   # copy them\nmetalab lab   # or open them in JupyterLab", language="bash")
+        st.code(
+            "metalab notebooks ~/metalab-notebooks   # copy them\nmetalab lab   # or open them in JupyterLab",
+            language="bash",
+        )
     with right:
         st.markdown("**Command line**: run an experiment to CSV/JSON records and PNG figures.")
         st.code(

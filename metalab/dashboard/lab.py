@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -82,6 +83,14 @@ class RunResult:
     progress: float
     seconds: float
     error: str | None = None
+    #: (method, "Category: message") of each distinct warning raised while the run computed that
+    #: method's records (a divergence, a conjugate-gradient fallback, a non-finite loss)
+    warnings: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+
+    @property
+    def flagged(self) -> set[str]:
+        """The methods whose computation raised a warning: no headline ranks them."""
+        return {method for method, _ in self.warnings}
 
 
 class ResultStore:
@@ -131,7 +140,7 @@ def _request_stop(key: str) -> None:
     if running is not None:
         rows, state = running
         _session_dict("_lab_stopped")[key] = RunResult(
-            pd.DataFrame(rows), complete=False, progress=state["progress"], seconds=state["seconds"]
+            pd.DataFrame(rows), False, state["progress"], state["seconds"], warnings=state["warnings"]
         )
 
 
@@ -148,15 +157,13 @@ def live_run(
     records: Callable[[], Iterable[Record]],
     draw: Callable[[Any, pd.DataFrame, bool], None],
     *,
-    progress: Callable[[Record], float | None] | None = None,
     every: float = REDRAW_SECONDS,
 ) -> RunResult:
     """Show the run ``key``: from the cache, as stopped earlier, or live from ``records()``.
 
     ``draw(target, frame, running)`` draws ``frame`` into ``target`` (an ``st.empty`` placeholder);
-    it is called every ``every`` seconds while records stream in and once at the end.  ``progress``
-    maps a record to the fraction of the run done (default ``record.progress``; a page can refine the
-    experiment's per-unit stamps); the bar never moves backwards.
+    it is called every ``every`` seconds while records stream in and once at the end.  The progress bar
+    follows ``record.progress`` (never backwards) and names the method running and the time left.
     """
     status = st.container()
     target = st.empty()
@@ -172,28 +179,13 @@ def live_run(
 
     stopped = _session_dict("_lab_stopped").get(key)
     if stopped is not None:
-        if not stopped.frame.empty:
-            draw(target, stopped.frame, False)
-        with status:
-            left, right = st.columns([5, 1], vertical_alignment="center")
-            left.warning(
-                f"Stopped at {stopped.progress:.0%}: showing the {len(stopped.frame)} records drawn before the stop.",
-                icon=":material/stop_circle:",
-            )
-            right.button(
-                "Run again",
-                on_click=_forget_stop,
-                args=(key,),
-                icon=":material/replay:",
-                type="primary",
-                key="_lab_run_again",
-            )
+        _show_stopped(status, target, stopped, draw, key)
         return stopped
 
     running = _session_dict("_lab_running")
     running.clear()  # runs interrupted by another control are dropped; only a Stop keeps records
     rows: list[dict[str, Any]] = []
-    state = {"progress": 0.0, "seconds": 0.0}
+    state = {"progress": 0.0, "seconds": 0.0, "warnings": []}
     running[key] = (rows, state)
     with status:
         left, right = st.columns([5, 1], vertical_alignment="center")
@@ -202,40 +194,101 @@ def live_run(
         stop_slot = right.empty()
         stop_slot.button("Stop", on_click=_request_stop, args=(key,), icon=":material/stop_circle:", key="_lab_stop")
 
-    start = time.perf_counter()
-    last_draw = -float("inf")
-    error = None
-    try:
-        for record in records():
-            rows.append(record.as_row())
-            done = record.progress if progress is None else progress(record)
-            if done is not None:
-                state["progress"] = max(state["progress"], min(float(done), 1.0))
-            state["seconds"] = time.perf_counter() - start
-            if time.perf_counter() - last_draw >= every:
-                draw(target, pd.DataFrame(rows), True)
-                bar.progress(
-                    state["progress"],
-                    text=f"Running: {state['progress']:.0%} · {len(rows)} records · "
-                    f"latest {record.method}, step {record.step}",
-                )
-                last_draw = time.perf_counter()
-    except Exception as exc:  # noqa: BLE001 - shown in the page, never as a traceback
-        error = f"{type(exc).__name__}: {exc}"
+    error = _stream(records, rows, state, lambda running: draw(target, pd.DataFrame(rows), running), bar, every)
     running.pop(key, None)
     stop_slot.empty()
-    seconds = time.perf_counter() - start
     frame = pd.DataFrame(rows)
     if not frame.empty:
         draw(target, frame, False)
+    result = RunResult(
+        frame, error is None, 1.0 if error is None else state["progress"], state["seconds"], error, state["warnings"]
+    )
     if error is not None:
         bar_slot.empty()
         status.error(f"**The run failed** after {len(rows)} records: {error}", icon=":material/error:")
-        return RunResult(frame, complete=False, progress=state["progress"], seconds=seconds, error=error)
-    bar_slot.caption(f"Done: {len(rows)} records in {seconds:.1f} s.")
-    result = RunResult(frame, complete=True, progress=1.0, seconds=seconds)
+        return result
+    bar_slot.caption(f"Done: {len(rows)} records in {state['seconds']:.1f} s.")
     result_store().put(key, result)
     return result
+
+
+def _show_stopped(status: Any, target: Any, stopped: RunResult, draw: Callable, key: str) -> None:
+    if not stopped.frame.empty:
+        draw(target, stopped.frame, False)
+    with status:
+        left, right = st.columns([5, 1], vertical_alignment="center")
+        left.warning(
+            f"Stopped at {stopped.progress:.0%}: showing the {len(stopped.frame)} records drawn before the stop.",
+            icon=":material/stop_circle:",
+        )
+        right.button(
+            "Run again",
+            on_click=_forget_stop,
+            args=(key,),
+            icon=":material/replay:",
+            type="primary",
+            key="_lab_run_again",
+        )
+
+
+def time_left(seconds: float, progress: float) -> str:
+    """The time left at constant speed, ``seconds (1 - p) / p``, in words (empty before 2 % or 1 s)."""
+    if progress < 0.02 or seconds < 1.0:
+        return ""
+    left = seconds * (1.0 - progress) / progress
+    return f"about {left:.0f} s left" if left < 90 else f"about {left / 60:.0f} min left"
+
+
+def _stream(
+    records: Callable[[], Iterable[Record]],
+    rows: list[dict[str, Any]],
+    state: dict[str, Any],
+    redraw: Callable[[bool], None],
+    bar: Any,
+    every: float,
+) -> str | None:
+    """Consume the records into ``rows``/``state``, redrawing every ``every`` seconds; warnings raised
+    while a record was computed are kept once each, with that record's method.  Returns the error text
+    of a failed run, or None."""
+    start = time.perf_counter()
+    last_draw = -float("inf")
+    seen: set[tuple[str, str]] = set()
+    method = ""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            for record in records():
+                method = record.method
+                _keep_warnings(caught, method, seen, state["warnings"])
+                rows.append(record.as_row())
+                if record.progress is not None:
+                    state["progress"] = max(state["progress"], min(float(record.progress), 1.0))
+                state["seconds"] = time.perf_counter() - start
+                if time.perf_counter() - last_draw >= every:
+                    redraw(True)
+                    eta = time_left(state["seconds"], state["progress"])
+                    bar.progress(
+                        state["progress"],
+                        text=f"Running **{record.method}** ({record.part}): {state['progress']:.0%}"
+                        + (f" · {eta}" if eta else ""),
+                    )
+                    last_draw = time.perf_counter()
+        except Exception as exc:  # noqa: BLE001 - shown in the page, never as a traceback
+            return f"{type(exc).__name__}: {exc}"
+        finally:
+            state["seconds"] = time.perf_counter() - start
+            _keep_warnings(caught, method, seen, state["warnings"])  # raised after the last record
+    return None
+
+
+def _keep_warnings(caught: list, method: str, seen: set, kept: list[tuple[str, str]]) -> None:
+    """Move the caught warnings into ``kept`` as (method, "Category: message"), each once."""
+    for warning in caught:
+        item = (method, f"{warning.category.__name__}: {warning.message}")
+        if item not in seen:
+            seen.add(item)
+            kept.append(item)
+    caught.clear()
 
 
 # --------------------------------------------------------------------------------------------

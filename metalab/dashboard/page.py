@@ -23,6 +23,7 @@ import streamlit as st
 from metalab.core import Config
 from metalab.dashboard import PAGES, lab
 from metalab.experiments.base import Experiment
+from metalab.plots import styles
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,12 +37,14 @@ class Summary:
 
 @dataclasses.dataclass(frozen=True)
 class View:
-    """One view of a page: ``chart(frame, running)`` draws the records (an altair chart), ``summary(frame)``
-    summarises a finished or stopped run (None: no summary), ``stem`` names the downloaded files."""
+    """One view of a page: ``chart(frame, running)`` draws the records (an altair chart),
+    ``summary(frame, flagged)`` summarises a finished or stopped run (None: no summary) and must not
+    rank the ``flagged`` methods (those whose computation raised a warning), ``stem`` names the
+    downloaded files."""
 
     chart: Callable[[pd.DataFrame, bool], Any]
     stem: str
-    summary: Callable[[pd.DataFrame], Summary | None] | None = None
+    summary: Callable[[pd.DataFrame, set[str]], Summary | None] | None = None
 
 
 def header(experiment: Experiment, *, method: str) -> None:
@@ -70,7 +73,9 @@ def run_view(experiment: Experiment, config: Config, view: View) -> lab.RunResul
         if result.error is None:
             st.info("No records yet: press **Run again** to start the run.", icon=":material/info:")
         return result
-    summary = view.summary(result.frame) if view.summary is not None else None
+    for method, message in result.warnings:
+        st.warning(f"**{styles.label(experiment.name, method)}**: {message}", icon=":material/warning:")
+    summary = view.summary(result.frame, result.flagged) if view.summary is not None else None
     if summary is not None:
         st.subheader("Summary" + ("" if result.complete else " (partial run)"))
         if summary.headline:

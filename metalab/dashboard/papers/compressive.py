@@ -120,9 +120,7 @@ def controls() -> dict:
     values = {"tasks": (task,), "family": family, "parts": ("training", "example")}
     values["d"] = bar.slider("features d", 1, 16, DEFAULT.d, help=describe["d"], **url("d"))
     if task == "kmeans":
-        values["clusters"] = bar.slider(
-            "clusters k", 1, 10, DEFAULT.clusters, help=describe["clusters"], **url("k")
-        )
+        values["clusters"] = bar.slider("clusters k", 1, 10, DEFAULT.clusters, help=describe["clusters"], **url("k"))
     if task in ("pca", "autoencoder"):
         values["components"] = bar.slider(
             "components", 1, 8, DEFAULT.components, help=describe["components"], **url("components")

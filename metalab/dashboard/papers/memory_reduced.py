@@ -11,7 +11,8 @@ from metalab.dashboard import lab  # noqa: E402
 from metalab.dashboard.controls import url  # noqa: E402
 
 from metalab.plots import memory_reduced as plots_memory  # noqa: E402
-from metalab.experiments import get_experiment  # noqa: E402
+from metalab.plots import styles  # noqa: E402
+from metalab.experiments import get_experiment, memory_reduced  # noqa: E402
 
 EXPERIMENT = "memory_reduced"
 experiment = get_experiment(EXPERIMENT)
@@ -52,12 +53,12 @@ LABELS = {  # config field -> the control's label, for error messages
 
 
 def method_label(method: str) -> str:
-    return plots_memory.LABELS.get(method, method)
+    return styles.label(EXPERIMENT, method)
 
 
 def colour_scale(methods) -> alt.Scale:
     return alt.Scale(
-        domain=[method_label(m) for m in methods], range=[plots_memory.COLOURS.get(m, "#999999") for m in methods]
+        domain=[method_label(m) for m in methods], range=[styles.style(EXPERIMENT, m).colour for m in methods]
     )
 
 
@@ -348,7 +349,7 @@ def memory_headline(frame: pd.DataFrame) -> str:
     ks = sorted(rows["inner_steps"].unique())
     if "implicit" not in set(rows["method"]) or len(ks) < 2:
         return ""
-    ratios = experiment.memory_ratios(frame)
+    ratios = memory_reduced.memory_ratios(frame)
     shares = [
         f"{ratios[key]:.0%} of the graph memory of {name}"
         for key, name in (("implicit_vs_maml", "MAML"), ("implicit_vs_anil_recompute", "ANIL (authors' style)"))
@@ -398,25 +399,6 @@ def one_shot_table(rows: pd.DataFrame) -> pd.DataFrame:
     return table.sort_values("error rate", kind="stable").reset_index(drop=True)
 
 
-def refined_progress(config):
-    """Progress within a training unit too (the experiment stamps each unit of work with its start)."""
-    memory_units = len(config.methods) * len(config.k_grid) if "memory" in config.parts else 0
-    units = memory_units
-    units += len(config.methods) * len(config.shots) if "training" in config.parts else 0
-    units += len(config.cg_lams) + 1 if "cg" in config.parts else 0
-    units += len(config.methods) * len(config.shots) if "final" in config.parts else 0
-
-    def progress(record) -> float | None:
-        if record.part != "training" or record.method not in config.methods:
-            return record.progress
-        shots = config.shots.index(int(record.values["shots"]))
-        unit = memory_units + shots * len(config.methods) + config.methods.index(record.method)
-        within = min(1.0, record.step / config.meta_iterations)
-        return max(record.progress or 0.0, (unit + within) / units)
-
-    return progress
-
-
 # --------------------------------------------------------------------------------------------
 # the page
 
@@ -426,7 +408,7 @@ def controls() -> dict:
     bar = st.sidebar
     bar.header("Episodes")
     values = {
-        "dataset": bar.selectbox("data set", list(experiment.DATASETS), help=HELP["dataset"], **url("dataset")),
+        "dataset": bar.selectbox("data set", list(memory_reduced.DATASETS), help=HELP["dataset"], **url("dataset")),
         "ways": bar.slider("ways N", 2, 20, QUICK.ways, help=HELP["ways"], **url("ways")),
         "shots": tuple(
             bar.multiselect(
@@ -456,9 +438,9 @@ def controls() -> dict:
     values["methods"] = tuple(
         bar.multiselect(
             "methods to compare",
-            list(experiment.ALL_METHODS),
+            list(memory_reduced.ALL_METHODS),
             default=list(PAGE_METHODS),
-            help=", ".join(f"{m}: {method_label(m)}" for m in experiment.ALL_METHODS),
+            help=", ".join(f"{m}: {method_label(m)}" for m in memory_reduced.ALL_METHODS),
             **url("methods"),
         )
     )
@@ -630,7 +612,7 @@ add the other methods, shots 1 and 5, and the final accuracy for the experiment'
         draw_records(target, frame, config, running)
 
     result = lab.live_run(
-        lab.run_key(EXPERIMENT, config), lambda: experiment.run(config), draw, progress=refined_progress(config)
+        lab.run_key(EXPERIMENT, config), lambda: experiment.run(config), draw
     )
     if result.frame.empty:
         if result.error is None:

@@ -165,34 +165,39 @@ def samples_table(frame: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def headline(table: pd.DataFrame, column: str) -> str:
-    """One sentence: how Meta-SP does against the best method that is not told the true subspace."""
-    ranked = table[table["method"] != method_label("oracle")].sort_values(column, kind="stable")
+def headline(table: pd.DataFrame, column: str, flagged: set[str]) -> str:
+    """One sentence: how Meta-SP does against the best method that is not told the true subspace; a
+    method whose run raised a warning (it diverged, or stopped unconverged) is never ranked."""
+    excluded = {method_label(m) for m in flagged | {"oracle"}}
+    ranked = table[~table["method"].isin(excluded) & table[column].notna()].sort_values(column, kind="stable")
     if ranked.empty:
-        return ""
+        return "No method without a warning to rank." if flagged else ""
     best = ranked.iloc[0]
     text = f"Lowest {column} without knowing the subspace: **{best['method']}** ({best[column]:.3g})."
-    meta = table[table["method"] == method_label("meta_sp")]
+    meta = ranked[ranked["method"] == method_label("meta_sp")]
     if not meta.empty and best["method"] != method_label("meta_sp"):
         text += f" Meta-SP: {meta.iloc[0][column]:.3g}."
+    if flagged - {"oracle"}:
+        text += " Not ranked (see the warnings above): " + ", ".join(sorted(map(method_label, flagged))) + "."
     return text
 
 
-def convergence_summary(frame: pd.DataFrame) -> page.Summary:
+def convergence_summary(frame: pd.DataFrame, flagged: set[str]) -> page.Summary:
     table = convergence_table(frame)
     formats = {
         "final sin θ": st.column_config.NumberColumn(format="%.3e"),
         "seconds": st.column_config.NumberColumn(format="%.3f"),
     }
-    return page.Summary(headline(table, "final sin θ"), table, formats)
+    return page.Summary(headline(table, "final sin θ", flagged), table, formats)
 
 
-def samples_summary(frame: pd.DataFrame) -> page.Summary:
+def samples_summary(frame: pd.DataFrame, flagged: set[str]) -> page.Summary:
     table = samples_table(frame)
     errors = [c for c in table.columns if c.startswith("sin")]
     formats = {c: st.column_config.NumberColumn(format="%.3e") for c in errors}
     formats["seconds per fit"] = st.column_config.NumberColumn(format="%.3f")
-    return page.Summary(headline(table, errors[0] if errors else "seconds per fit"), table, formats)  # smallest m
+    column = errors[0] if errors else "seconds per fit"  # the smallest m
+    return page.Summary(headline(table, column, flagged), table, formats)
 
 
 # --------------------------------------------------------------------------------------------

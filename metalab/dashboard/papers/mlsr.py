@@ -436,9 +436,7 @@ def lam_control(bar, task: str) -> dict:
             **url("rl_lam"),
         )
         return {"rl_lam": None if auto else lam}
-    lam = bar.number_input(
-        LABELS["lam"], value=DEFAULT.lam, step=0.01, format="%.4f", help=HELP["lam"], **url("lam")
-    )
+    lam = bar.number_input(LABELS["lam"], value=DEFAULT.lam, step=0.01, format="%.4f", help=HELP["lam"], **url("lam"))
     return {"lam": lam}
 
 
