@@ -19,16 +19,12 @@ from metalab.compressive import (
     make_task,
     median_scale,
 )
+from metalab.compressive.ckm import MEDIAN_FACTOR, _DiracSketches, _nnls, ckm, rff_sketch_for_kmeans
 from metalab.compressive.decoders import (
-    MEDIAN_FACTOR,
-    _DiracSketches,
-    _nnls,
     _QuadraticMeasurements,
     append_ones,
-    ckm,
     compressive_pca,
     compressive_ridge,
-    rff_sketch_for_kmeans,
     second_moment,
 )
 from metalab.compressive.references import kmeans, kmeans_sse, pca, ridge

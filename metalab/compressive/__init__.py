@@ -7,6 +7,7 @@ the privacy mechanisms.  Neighbouring relation for every privacy statement: repl
 """
 
 from metalab.compressive.bounds import MAX_SKETCH_SIZE, FeatureBound, as_samples
+from metalab.compressive.ckm import MEDIAN_FACTOR, ckm, rff_sketch_for_kmeans
 from metalab.compressive.datasets import (
     FAMILIES,
     DataBatch,
@@ -20,15 +21,7 @@ from metalab.compressive.datasets import (
     linear_models,
     low_rank,
 )
-from metalab.compressive.decoders import (
-    MEDIAN_FACTOR,
-    append_ones,
-    ckm,
-    compressive_pca,
-    compressive_ridge,
-    rff_sketch_for_kmeans,
-    second_moment,
-)
+from metalab.compressive.decoders import append_ones, compressive_pca, compressive_ridge, second_moment
 from metalab.compressive.distributed import local_cluster, sketch_dask
 from metalab.compressive.feature_maps import (
     ClippedIdentity,

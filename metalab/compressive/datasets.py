@@ -344,11 +344,23 @@ FAMILIES: dict[str, type[DatasetFamily]] = {
 
 
 def dataset_family(name: str, *, n: int, d: int, **options: Any) -> DatasetFamily:
-    """The family called ``name`` (one of :data:`FAMILIES`) with ``n`` samples of ``d`` features per data set.
+    """The family called ``name`` with ``n`` samples of ``d`` features per data set.
 
-    ``options`` are the family's own settings: ``k``/``scales``/``spread`` (mixtures), ``rank``/``noise``/``scales``
-    (low_rank), ``noise`` (linear), ``target``/``held_out_sources``/``held_out_rows``/``clip``/``split_seed``
-    (sklearn).
+    Parameters
+    ----------
+    name : str
+        One of :data:`FAMILIES`: ``mixtures``, ``low_rank``, ``linear``, ``sklearn``.
+    n, d : int
+        Samples per data set and features per sample.
+    **options
+        The family's own settings: ``k``/``scales``/``spread`` (mixtures), ``rank``/``noise``/``scales``
+        (low_rank), ``noise`` (linear), ``target``/``held_out_sources``/``held_out_rows``/``clip``/``split_seed``
+        (sklearn).
+
+    Returns
+    -------
+    DatasetFamily
+        ``family.sample(batch, seed, split)`` draws a :class:`DataBatch` of data sets.
     """
     family = FAMILIES[check_choice("name", name, tuple(FAMILIES))]
     allowed = set(family.__dataclass_fields__) - {"n", "d"}

@@ -1,22 +1,19 @@
-"""Decoders for randomized sketches: compressive k-means (CL-OMPR), compressive PCA and compressive ridge.
+"""Decoders for randomized sketches of second moments: compressive PCA and compressive ridge.
 
-These are the classical compressive-learning baselines the learned query networks are compared
-with.  Each reads only the sketch (and the feature map that made it), so its cost does not depend
-on the number of samples ``n``.
+These are classical compressive-learning baselines the learned query networks are compared with
+(compressive k-means is :mod:`metalab.compressive.ckm`).  Each reads only the sketch (and the
+feature map that made it), so its cost does not depend on the number of samples ``n``.
 
-* :func:`ckm`: centroids from a random Fourier feature sketch by CL-OMPR (Keriven et al., arXiv
-  1610.08738; pycle's ``CLOMP_CKM``), batched over restarts and sketches.
 * :func:`compressive_pca`: the top-``k`` subspace from random quadratic measurements
   ``z_j = <a_j a_j^T, M>`` of the second moment (least squares, or Burer-Monteiro low-rank recovery).
 * :func:`compressive_ridge`: ridge regression from the recovered joint second moment of ``[x, y, 1]``.
 
 Rows sketched for PCA with first moments (``[x, 1]``) and for ridge (``[x, y, 1]``) come from
-:func:`append_ones`.
+:func:`append_ones`; :func:`sketch_means` reads a decoder's input (a :class:`Sketch` or its mean).
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -24,21 +21,17 @@ import torch
 from metalab.compressive.feature_maps import (
     FeatureMap,
     ProjectedSecondMoments,
-    RandomFourierFeatures,
     RandomQuadraticFeatures,
-    median_scale,
 )
 from metalab.compressive.references import as_data, as_targets, orient_columns, ridge_from_moments
 from metalab.compressive.sketch import Sketch
-from metalab.core.checks import check_choice, check_int, check_number, check_seed
+from metalab.core.checks import check_choice, check_int, check_number
 from metalab.core.device import resolve_device
-from metalab.core.seeding import generator
 
 
-def _sketch_means(
-    sketch: Any, feature_map: FeatureMap | None, kind: tuple[type, ...]
-) -> tuple[torch.Tensor, bool, Any]:
-    """The sketch mean(s) as float64 ``(B, m)``, whether a batch was given, and the feature map."""
+def sketch_means(sketch: Any, feature_map: FeatureMap | None, kind: tuple[type, ...]) -> tuple[torch.Tensor, bool, Any]:
+    """A decoder's input: the sketch mean(s) as float64 ``(B, m)``, whether a batch was given, and the
+    feature map (the sketch's own when ``feature_map`` is None), which must be one of ``kind``."""
     if isinstance(sketch, Sketch):
         fmap = sketch.feature_map if feature_map is None else feature_map
         z, batched = sketch.mean.unsqueeze(0), False
@@ -71,234 +64,6 @@ def append_ones(X: Any, y: Any = None) -> torch.Tensor:
     columns = [x] if y is None else [x, as_targets(y, x, batched).unsqueeze(-1)]
     rows = torch.cat([*columns, torch.ones_like(x[..., :1])], dim=-1)
     return rows if batched else rows[0]
-
-
-# ---------------------------------------------------------------------------------------------
-# Compressive k-means
-
-# The frequency scale of ``rff_sketch_for_kmeans(scale="median")`` in units of 1 / median distance.
-# Measured on Gaussian mixtures (d = 2..8, k = 3..10, m = 10 k d): 2 failed for 10 clusters in 2-D,
-# 10 failed in 5-D and 8-D; 3 to 6 gave CKM / Lloyd SSE ratios within 1.1 nearly everywhere.
-MEDIAN_FACTOR = 4.0
-
-
-def rff_sketch_for_kmeans(
-    data_or_dim: Any, sketch_size: int, *, scale: str | float = "median", seed: int = 0
-) -> RandomFourierFeatures:
-    """A random Fourier feature map for :func:`ckm`, ``sketch_size = 2 * n_frequencies``.
-
-    ``scale="median"`` takes the frequency scale from the samples ``data_or_dim (n, d)``:
-    ``MEDIAN_FACTOR / median ||x - x'||`` (:func:`median_scale` times 4), a kernel four times narrower
-    than the typical distance between points, so that it separates neighbouring clusters.  A number
-    sets the scale (``data_or_dim`` may then be the dimension ``d``).  Two lines of CKM::
-
-        fmap = rff_sketch_for_kmeans(X, 10 * k * d)
-        centroids, weights = ckm(fmap.sketch(X), fmap, k, bounds=(X.min(0).values, X.max(0).values))
-    """
-    sketch_size = check_int("sketch_size", sketch_size, 2)
-    if sketch_size % 2:
-        raise ValueError(
-            f"sketch_size={sketch_size!r} is not allowed: an even number (a cosine and a sine per frequency)"
-        )
-    if scale != "median":
-        scale = check_number("scale", scale)
-    if isinstance(data_or_dim, int) and not isinstance(data_or_dim, bool):
-        if scale == "median":
-            raise ValueError("scale='median' is not allowed with a dimension: pass the samples, or a number as scale")
-        dim = check_int("data_or_dim", data_or_dim, 1)
-    else:
-        x, batched = as_data(data_or_dim, "data_or_dim")
-        if batched:
-            raise ValueError(f"data_or_dim has shape {tuple(x.shape)}, which is not allowed: one data set (n, d)")
-        dim = x.shape[-1]
-        if scale == "median":
-            scale = MEDIAN_FACTOR * median_scale(x[0].cpu(), min(500, x.shape[1]), seed=check_seed(seed))
-    return RandomFourierFeatures(dim, sketch_size // 2, scale, seed=seed)
-
-
-def _nnls(gram: torch.Tensor, rhs: torch.Tensor, iterations: int = 100) -> torch.Tensor:
-    """``argmin_{a >= 0} a^T G a / 2 - h^T a`` for a batch ``G (P, K, K)``, ``h (P, K)``: accelerated projected gradient."""
-    step = 1.0 / torch.linalg.eigvalsh(gram)[:, -1:].clamp(min=1e-300)
-    a = prev = torch.zeros_like(rhs)
-    for t in range(iterations):
-        y = a + (t / (t + 3)) * (a - prev)
-        prev, a = a, (y - step * ((gram @ y.unsqueeze(-1)).squeeze(-1) - rhs)).clamp(min=0.0)
-    return a
-
-
-class _DiracSketches:
-    """Atoms ``A(delta_c) = phi(c) = c_norm [cos(W c), sin(W c)]`` of a random Fourier feature map, with gradients."""
-
-    def __init__(self, fmap: RandomFourierFeatures, device: torch.device):
-        self.frequencies = fmap.frequencies.to(device)
-        # Every atom has the same norm ||phi(c)|| = c_norm sqrt(F), so CL-OMPR's normalised correlations
-        # and its NNLS on normalised atoms rank atoms as the plain ones do.
-        self.c_norm = fmap.c_norm
-        # Step length for moving a centroid: a tenth of the typical wavelength 1 / ||w||.
-        self.length = 0.1 / float(self.frequencies.pow(2).sum(dim=1).mean().sqrt())
-
-    def __call__(self, C: torch.Tensor) -> torch.Tensor:
-        """``phi(c)`` for every row of ``C (..., d)``: ``(..., m)``."""
-        t = C @ self.frequencies.T
-        return self.c_norm * torch.cat([torch.cos(t), torch.sin(t)], dim=-1)
-
-    def _pull(self, C: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """``grad_c <phi(c), v> = c_norm sum_j (cos(w_j c) v_sin_j - sin(w_j c) v_cos_j) w_j`` per row of ``C``."""
-        t = C @ self.frequencies.T
-        F = t.shape[-1]
-        return (self.c_norm * (torch.cos(t) * v[..., F:] - torch.sin(t) * v[..., :F])) @ self.frequencies
-
-    def correlation(self, C: torch.Tensor, r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``<phi(c), r>`` and its gradient for candidates ``C (P, S, d)`` and residuals ``r (P, m)``."""
-        r = r.unsqueeze(1)
-        return (self(C) * r).sum(-1), self._pull(C, r)
-
-    def mixture(self, alpha: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
-        """``sum_k alpha_k phi(c_k)`` for ``alpha (P, K)``, ``C (P, K, d)``: ``(P, m)``."""
-        return (alpha.unsqueeze(-1) * self(C)).sum(dim=1)
-
-    def misfit_gradients(self, z, alpha, C) -> tuple[torch.Tensor, torch.Tensor]:
-        """Gradients in ``alpha`` and ``C`` of ``||sum_k alpha_k phi(c_k) - z||^2 = ||e||^2``:
-        ``2 <phi(c_k), e>`` and ``2 alpha_k grad_c <phi(c_k), e>``."""
-        A = self(C)
-        e = (alpha.unsqueeze(-1) * A).sum(dim=1, keepdim=True) - z.unsqueeze(1)
-        return 2.0 * (A * e).sum(-1), 2.0 * alpha.unsqueeze(-1) * self._pull(C, e)
-
-    def weights(self, C: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """NNLS weights ``argmin_{alpha >= 0} ||z - sum_k alpha_k phi(c_k)||``."""
-        A = self(C)
-        return _nnls(A @ A.transpose(1, 2), (A @ z.unsqueeze(-1)).squeeze(-1))
-
-
-def _projected_adam(params: list[torch.Tensor], rates: list[float], steps: int, gradients, project) -> None:
-    """``steps`` of Adam (rates decayed by a cosine to 0) on ``params`` in place, projecting after each step.
-
-    ``gradients(*params)`` returns the gradients to descend; ``project(*params)`` maps back into the
-    feasible set in place.
-    """
-    beta1, beta2 = 0.9, 0.999
-    first = [torch.zeros_like(p) for p in params]
-    second = [torch.zeros_like(p) for p in params]
-    for t in range(1, steps + 1):
-        decay = 0.5 * (1.0 + math.cos(math.pi * (t - 1) / steps))
-        for p, g, m, v, rate in zip(params, gradients(*params), first, second, rates, strict=True):
-            m.mul_(beta1).add_(g, alpha=1.0 - beta1)
-            v.mul_(beta2).addcmul_(g, g, value=1.0 - beta2)
-            step = (m / (1.0 - beta1**t)) / ((v / (1.0 - beta2**t)).sqrt() + 1e-12)
-            p.sub_(rate * decay * step)
-        project(*params)
-
-
-def _new_atoms(atoms: _DiracSketches, residual, lo, hi, gen, candidates: int, steps: int) -> torch.Tensor:
-    """Step 1 of CL-OMPR: per problem, ``argmax_c <phi(c), r> / ||phi(c)||`` within the bounds, ``(P, d)``.
-
-    ``candidates`` uniform random points per problem are scored, the best eight are refined by
-    projected Adam ascent, and the best refined point is kept.
-    """
-    P, d = residual.shape[0], lo.shape[-1]
-    u = lo + (hi - lo) * torch.rand(P, candidates, d, generator=gen, device=lo.device, dtype=lo.dtype)
-    top = atoms.correlation(u, residual)[0].topk(min(8, candidates), dim=1).indices
-    c = u.gather(1, top.unsqueeze(-1).expand(-1, -1, d))
-    _projected_adam(
-        [c],
-        [atoms.length],
-        steps,
-        lambda c: [-atoms.correlation(c, residual)[1]],
-        lambda c: torch.clamp(c, lo, hi, out=c),
-    )
-    best = atoms.correlation(c, residual)[0].argmax(dim=1)
-    return c[torch.arange(P, device=c.device), best]
-
-
-def _fine_tune(atoms: _DiracSketches, z, alpha, C, lo, hi, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Step 4 of CL-OMPR: projected Adam on ``||z - sum_k alpha_k phi(c_k)||^2`` over ``alpha >= 0`` and ``C``."""
-    alpha, C = alpha.clone(), C.clone()
-    alpha_rate = 0.02 * float(alpha.mean().clamp(min=1e-3))
-
-    def project(alpha: torch.Tensor, C: torch.Tensor) -> None:
-        alpha.clamp_(min=0.0)
-        torch.clamp(C, lo, hi, out=C)
-
-    _projected_adam(
-        [alpha, C], [alpha_rate, atoms.length], steps, lambda a, c: atoms.misfit_gradients(z, a, c), project
-    )
-    return alpha, C
-
-
-def _bound(value: Any, name: str, d: int, device: torch.device) -> torch.Tensor:
-    """One side of the box ``bounds``: a number or a ``(d,)`` vector, as ``(d,)`` float64 on ``device``."""
-    t = torch.as_tensor(value, dtype=torch.float64).to(device)
-    t = t.expand(d) if t.ndim == 0 else t
-    if t.shape != (d,) or not bool(torch.isfinite(t).all()):
-        raise ValueError(f"{name} has shape {tuple(t.shape)}, which is not allowed: a finite ({d},) vector or a number")
-    return t
-
-
-def ckm(
-    sketch: Any,
-    feature_map: RandomFourierFeatures | None,
-    k: int,
-    *,
-    bounds: tuple[Any, Any],
-    restarts: int = 3,
-    iterations: int | None = None,
-    steps: int = 50,
-    candidates: int = 256,
-    seed: int = 0,
-    device: str | torch.device = "auto",
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Compressive k-means by CL-OMPR: ``(centroids (k, d), weights (k,))`` from a random Fourier sketch.
-
-    Fits ``z ~ sum_k alpha_k phi(c_k)`` (``phi`` the map's features of the point ``c_k``, the
-    sketch of a Dirac there) with ``alpha >= 0`` and ``lo <= c_k <= hi``.  ``iterations`` (default
-    ``2 k``, CL-OMPR with replacement) each: (1) add the atom most correlated with the residual
-    ``r = z - sum alpha_k phi(c_k)`` (``argmax <phi(c), r> / ||phi(c)||``, best of ``candidates``
-    random points refined by ``steps`` of projected Adam); (2) with more than ``k`` atoms, drop the
-    one with the smallest NNLS weight on the normalised atoms; (3) reset ``alpha`` by NNLS; (4)
-    fine-tune ``(alpha, C)`` jointly on ``||z - sum alpha_k phi(c_k)||^2`` (``steps`` of projected
-    Adam).  A final fine-tune (``4 * steps``), then the best of ``restarts`` by that residual;
-    weights are normalised to sum to 1.
-
-    ``bounds = (lo, hi)``: numbers or ``(d,)`` vectors boxing the centroids (for example the data's
-    range, or a range known in advance).  ``sketch``: a :class:`Sketch` (its map is used when
-    ``feature_map`` is None), or its mean
-    ``(m,)``, or a batch of means ``(B, m)`` from the same map (answers ``(B, k, d)``, ``(B, k)``).
-    Every restart of every sketch runs as one batch; the cost does not depend on ``n``.
-    """
-    z, batched, fmap = _sketch_means(sketch, feature_map, (RandomFourierFeatures,))
-    k = check_int("k", k, 1)
-    restarts = check_int("restarts", restarts, 1)
-    iterations = 2 * k if iterations is None else check_int("iterations", iterations, k)
-    steps = check_int("steps", steps, 1)
-    candidates = check_int("candidates", candidates, 1)
-    dev = resolve_device(device)
-    d = fmap.input_dim
-    if not isinstance(bounds, (tuple, list)) or len(bounds) != 2:
-        raise ValueError(f"bounds={bounds!r} is not allowed: a pair (lo, hi) of numbers or ({d},) vectors")
-    lo, hi = (_bound(b, name, d, dev) for b, name in zip(bounds, ("bounds[0]", "bounds[1]"), strict=True))
-    if not bool((lo < hi).all()):
-        raise ValueError("bounds is not allowed: every lower bound must be below its upper bound")
-    gen = generator(check_seed(seed), "ckm", device=dev)
-    atoms = _DiracSketches(fmap, dev)
-    B = z.shape[0]
-    z = z.to(dev).repeat_interleave(restarts, dim=0)  # (P, m), P = B * restarts
-    alpha = z.new_zeros(z.shape[0], 0)
-    C = z.new_zeros(z.shape[0], 0, d)
-    for _ in range(iterations):
-        residual = z - atoms.mixture(alpha, C)
-        C = torch.cat([C, _new_atoms(atoms, residual, lo, hi, gen, candidates, steps).unsqueeze(1)], dim=1)
-        if C.shape[1] > k:
-            keep = atoms.weights(C, z).topk(k, dim=1).indices.sort(dim=1).values
-            C = C.gather(1, keep.unsqueeze(-1).expand(-1, -1, d))
-        alpha, C = _fine_tune(atoms, z, atoms.weights(C, z), C, lo, hi, steps)
-    alpha, C = _fine_tune(atoms, z, alpha, C, lo, hi, 4 * steps)
-    residual = (z - atoms.mixture(alpha, C)).norm(dim=1).reshape(B, restarts)
-    best = residual.argmin(dim=1) + restarts * torch.arange(B, device=dev)
-    C, alpha = C[best], alpha[best]
-    weights = alpha / alpha.sum(dim=1, keepdim=True).clamp(min=1e-300)
-    if not batched:
-        C, weights = C[0], weights[0]
-    return C, weights
 
 
 # ---------------------------------------------------------------------------------------------
@@ -396,15 +161,33 @@ def second_moment(
     max_iter: int = 200,
     device: str | torch.device = "auto",
 ) -> torch.Tensor:
-    """The second moment ``M = (1/n) sum_i u_i u_i^T`` recovered from a quadratic sketch: ``(D, D)`` (or ``(B, D, D)``).
+    """The second moment ``M = (1/n) sum_i u_i u_i^T`` recovered from a quadratic sketch.
 
-    ``method="lstsq"``: the symmetric least-squares solution of least Frobenius norm, exact for a
-    noiseless sketch when ``m >= D (D + 1) / 2`` (with Gaussian projections).  ``method="psd"``:
-    Burer-Monteiro low-rank recovery, ``M = U U^T`` with ``U (D, rank)`` (``rank`` defaults to ``D``),
-    which needs fewer measurements when ``M`` has low rank.  Inputs clipped by the map (rows outside
-    its ``input_radius``) are recovered clipped.
+    Parameters
+    ----------
+    sketch : Sketch or tensor
+        A :class:`Sketch`, its mean ``(m,)``, or a batch of means ``(B, m)``.
+    feature_map : RandomQuadraticFeatures or ProjectedSecondMoments, optional
+        The map that made the sketch (None: the :class:`Sketch`'s own).
+    method : str
+        ``"lstsq"``: the symmetric least-squares solution of least Frobenius norm, exact for a
+        noiseless sketch when ``m >= D (D + 1) / 2`` (with Gaussian projections); ``"psd"``:
+        Burer-Monteiro low-rank recovery ``M = U U^T``, ``U (D, rank)``, which needs fewer
+        measurements when ``M`` has low rank.
+    rank : int, optional
+        The rank of ``"psd"`` (default ``D``).
+    max_iter : int
+        L-BFGS iterations of ``"psd"``.
+    device : str or torch.device
+        Where to compute.
+
+    Returns
+    -------
+    tensor
+        ``M`` ``(D, D)``, or ``(B, D, D)``; rows the map clipped (outside its ``input_radius``) are
+        recovered clipped.
     """
-    z, batched, fmap = _sketch_means(sketch, feature_map, (RandomQuadraticFeatures, ProjectedSecondMoments))
+    z, batched, fmap = sketch_means(sketch, feature_map, (RandomQuadraticFeatures, ProjectedSecondMoments))
     method = check_choice("method", method, METHODS[1:])
     dev = resolve_device(device)
     meas = _QuadraticMeasurements(fmap, dev)
@@ -434,17 +217,35 @@ def compressive_pca(
     method: str = "auto",
     device: str | torch.device = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-``k`` principal directions from a quadratic sketch: ``(components (d, k), mean (d,))``.
+    """Top-``k`` principal directions from a quadratic sketch (via :func:`second_moment`).
 
-    ``augmented=False``: the sketch is of the rows ``x`` themselves; only the uncentred second moment
-    ``E[x x^T]`` is measured, so the directions are its top eigenvectors and ``mean`` is zero.
-    ``augmented=True``: the sketch is of ``[x, 1]`` (:func:`append_ones`); the last row of
-    ``M = E[u u^T]`` holds the mean ``mu``, and the directions are the top eigenvectors of the
-    covariance ``E[x x^T] - mu mu^T``.  ``method="auto"`` uses least squares when
-    ``m >= D (D + 1) / 2`` (exact for a noiseless sketch) and otherwise PSD recovery of rank ``k``
-    (``k + 1`` when augmented: the mean adds one).  Columns orthonormal, signed as :func:`pca`'s.
+    Parameters
+    ----------
+    sketch : Sketch or tensor
+        A :class:`Sketch`, its mean ``(m,)``, or a batch of means ``(B, m)``.
+    feature_map : RandomQuadraticFeatures or ProjectedSecondMoments or None
+        The map that made the sketch (None: the :class:`Sketch`'s own).
+    k : int
+        Directions, at most ``d``.
+    augmented : bool
+        False: the sketch is of the rows ``x``; only ``E[x x^T]`` is measured, the directions are its
+        top eigenvectors and ``mean`` is zero.  True: the sketch is of ``[x, 1]``
+        (:func:`append_ones`); the last row of ``M = E[u u^T]`` holds the mean ``mu``, and the
+        directions are the top eigenvectors of the covariance ``E[x x^T] - mu mu^T``.
+    method : str
+        ``"auto"``: least squares when ``m >= D (D + 1) / 2`` (exact for a noiseless sketch), else PSD
+        recovery of rank ``k`` (``k + 1`` when augmented: the mean adds one); or ``"lstsq"``, ``"psd"``.
+    device : str or torch.device
+        Where to compute.
+
+    Returns
+    -------
+    components : tensor
+        ``(d, k)`` (or ``(B, d, k)``): orthonormal columns, signed as :func:`pca`'s.
+    mean : tensor
+        ``(d,)`` (or ``(B, d)``).
     """
-    z, batched, fmap = _sketch_means(sketch, feature_map, (RandomQuadraticFeatures, ProjectedSecondMoments))
+    z, batched, fmap = sketch_means(sketch, feature_map, (RandomQuadraticFeatures, ProjectedSecondMoments))
     D = fmap.input_dim
     d = D - 1 if augmented else D
     if d < 1:
@@ -469,15 +270,34 @@ def compressive_ridge(
     method: str = "auto",
     device: str | torch.device = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Ridge regression ``(w (d,), b ())`` from a quadratic sketch of the rows ``u = [x, y, 1]`` (:func:`append_ones`).
+    """Ridge regression from a quadratic sketch of the rows ``u = [x, y, 1]`` (:func:`append_ones`).
 
     The recovered ``M = E[u u^T]`` holds every moment ridge needs: ``E[x x^T]``, ``E[x y]``, and the
     means ``E[x]``, ``E[y]`` in its last row; then ``w = (S_xx + lam I)^+ s_xy``, ``b = E[y] - E[x]^T w``
     with the centred moments (as :func:`~metalab.compressive.references.ridge`, which this equals
-    exactly when ``M`` is exact).  ``method="auto"``: least squares when ``m >= D (D + 1) / 2``,
-    else full-rank PSD recovery.
+    exactly when ``M`` is exact).
+
+    Parameters
+    ----------
+    sketch : Sketch or tensor
+        A :class:`Sketch`, its mean ``(m,)``, or a batch of means ``(B, m)``.
+    feature_map : RandomQuadraticFeatures or ProjectedSecondMoments or None
+        The map that made the sketch (None: the :class:`Sketch`'s own); ``input_dim = d + 2``.
+    lam : float
+        The ridge penalty.
+    method : str
+        ``"auto"``: least squares when ``m >= D (D + 1) / 2``, else full-rank PSD recovery.
+    device : str or torch.device
+        Where to compute.
+
+    Returns
+    -------
+    w : tensor
+        ``(d,)`` (or ``(B, d)``).
+    b : tensor
+        ``()`` (or ``(B,)``).
     """
-    z, batched, fmap = _sketch_means(sketch, feature_map, (RandomQuadraticFeatures, ProjectedSecondMoments))
+    z, batched, fmap = sketch_means(sketch, feature_map, (RandomQuadraticFeatures, ProjectedSecondMoments))
     D = fmap.input_dim
     if D < 3:
         raise ValueError(f"feature_map has input_dim={D}, which is not allowed: rows [x, y, 1] need at least 3")

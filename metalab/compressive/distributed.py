@@ -153,17 +153,34 @@ def sketch_dask(
     split_every: int = 16,
     n_workers: int | None = None,
 ) -> Sketch:
-    """The sketch of a ``dask.array`` (``(N, d)``, row chunks) or ``dask.dataframe`` under ``feature_map``.
+    """The sketch of a Dask collection under ``feature_map``: each partition sketched where it lives, then merged.
 
-    ``client``: ``None`` uses dask's current scheduler (the active ``distributed.Client`` if there is
-    one, else threads in this process); ``"threads"`` the threaded scheduler in this process;
-    ``"local"`` starts a ``LocalCluster`` on 127.0.0.1 (``n_workers`` single-threaded worker
-    processes, default one per core) and closes it afterwards; any other string is the address of a
-    running scheduler (for example ``"tcp://10.0.0.5:8786"``); a ``distributed.Client`` is used as
-    is.  ``columns`` picks (and orders) the data frame's feature columns.  Workers compute the
-    features ``batch_rows`` rows at a time (memory ``batch_rows x m`` whatever the partition size)
-    and the partial sketches are merged ``split_every`` at a time.  Rows are validated on the
-    workers (shape, finite values).
+    Parameters
+    ----------
+    feature_map : FeatureMap
+        The per-sample map (shipped to the workers once).
+    data : dask.array.Array or dask.dataframe.DataFrame
+        ``(N, d)`` in row chunks, or a data frame.
+    client : None, str or distributed.Client
+        ``None``: dask's current scheduler (the active ``distributed.Client`` if there is one, else
+        threads in this process); ``"threads"``: the threaded scheduler in this process; ``"local"``:
+        a ``LocalCluster`` on 127.0.0.1 started and closed here; any other string: the address of a
+        running scheduler (for example ``"tcp://10.0.0.5:8786"``); a Client is used as is.
+    columns : sequence of str, optional
+        The data frame's feature columns (and their order).
+    batch_rows : int
+        Rows whose features a worker computes at once (memory ``batch_rows x m`` whatever the
+        partition size).
+    split_every : int
+        Partial sketches merged at a time in the tree.
+    n_workers : int, optional
+        ``client="local"`` only: single-threaded worker processes (default one per core).
+
+    Returns
+    -------
+    Sketch
+        The one-pass sketch of every row, up to the float64 summation order; rows are validated on
+        the workers (shape, finite values).
     """
     if not isinstance(feature_map, FeatureMap):
         raise ValueError(f"feature_map={feature_map!r} is not allowed: a metalab.compressive FeatureMap")

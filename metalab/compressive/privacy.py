@@ -178,7 +178,25 @@ class Gaussian:
 def calibrate(
     mechanism: str, sensitivity: float, epsilon: float, delta: float = 0.0, calibration: str = "analytic"
 ) -> float:
-    """Noise level for a privacy target: the Laplace scale, or the Gaussian ``sigma`` (``calibration`` analytic/classical)."""
+    """Noise level for a privacy target: the Laplace scale ``b = Delta_1 / epsilon``, or the Gaussian ``sigma``.
+
+    Parameters
+    ----------
+    mechanism : str
+        ``"laplace"`` or ``"gaussian"``.
+    sensitivity : float
+        ``Delta``: the l1 (Laplace) or l2 (Gaussian) sensitivity of the released value.
+    epsilon, delta : float
+        The privacy target (``delta`` for the Gaussian mechanism only).
+    calibration : str
+        Gaussian only: ``"analytic"`` (Balle & Wang 2018, the smallest sigma) or ``"classical"``
+        (``sigma = Delta sqrt(2 ln(1.25 / delta)) / epsilon``, epsilon < 1).
+
+    Returns
+    -------
+    float
+        The noise scale ``b`` or ``sigma``.
+    """
     if check_choice("mechanism", mechanism, MECHANISMS) == "laplace":
         return laplace_scale(epsilon, sensitivity)
     if check_choice("calibration", calibration, CALIBRATIONS) == "classical":
@@ -187,7 +205,24 @@ def calibrate(
 
 
 def privacy_of(mechanism: str, noise_scale: float, sensitivity: float, delta: float = 0.0) -> tuple[float, float]:
-    """``(epsilon, delta)`` of a noise level: Laplace gives ``(Delta/b, 0)``; Gaussian gives the smallest epsilon at ``delta``."""
+    """The privacy a noise level gives: the inverse of :func:`calibrate`.
+
+    Parameters
+    ----------
+    mechanism : str
+        ``"laplace"`` or ``"gaussian"``.
+    noise_scale : float
+        The Laplace scale ``b`` or the Gaussian ``sigma``.
+    sensitivity : float
+        ``Delta`` of the released value.
+    delta : float
+        Gaussian only: the ``delta`` at which epsilon is read.
+
+    Returns
+    -------
+    tuple[float, float]
+        ``(Delta / b, 0)`` for Laplace; for Gaussian the smallest epsilon at ``delta``, and ``delta``.
+    """
     if check_choice("mechanism", mechanism, MECHANISMS) == "laplace":
         return laplace_epsilon(noise_scale, sensitivity), 0.0
     return gaussian_epsilon(noise_scale, delta, sensitivity), check_delta(delta)

@@ -276,7 +276,23 @@ TASKS: dict[str, type[Task]] = {
 
 
 def make_task(name: str, d: int, **options: Any) -> Task:
-    """The task called ``name`` (one of :data:`TASKS`) on ``d`` features; ``options`` are its fields (``k``, ``lam``, ...)."""
+    """The task called ``name`` on ``d`` features.
+
+    Parameters
+    ----------
+    name : str
+        One of :data:`TASKS`: ``pca``, ``ridge``, ``kmeans``, ``autoencoder``.
+    d : int
+        Features per sample.
+    **options
+        The task's fields: ``k`` (pca, kmeans, autoencoder), ``lam`` (ridge), ``restarts`` (kmeans),
+        ``hidden`` and ``reference_steps`` (autoencoder).
+
+    Returns
+    -------
+    Task
+        What a Query-Network predicts for the task and how it is scored.
+    """
     task = TASKS[check_choice("task", name, tuple(TASKS))]
     allowed = set(task.__dataclass_fields__) - {"d"}
     unknown = sorted(set(options) - allowed)

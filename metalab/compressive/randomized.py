@@ -7,7 +7,7 @@ on the same data sets and the same sketch size ``m``:
 =============  ===============================================  ==========================================
 task           random sketch of each row                        decoder
 =============  ===============================================  ==========================================
-``kmeans``     Fourier features ``[cos(Wx), sin(Wx)]``           CL-OMPR (:func:`~.decoders.ckm`)
+``kmeans``     Fourier features ``[cos(Wx), sin(Wx)]``           CL-OMPR (:func:`~.ckm.ckm`)
 ``pca``        rank-one quadratic ``(a_j^T [x, 1])^2``            second-moment recovery, top-k eigenvectors
 ``ridge``      rank-one quadratic ``(a_j^T [x, y, 1])^2``         second-moment recovery, ridge normal equations
 ``autoencoder`` as ``pca``                                        the linear autoencoder of the top-k
@@ -29,7 +29,8 @@ import math
 import torch
 
 from metalab.compressive import references
-from metalab.compressive.decoders import MEDIAN_FACTOR, append_ones, ckm, compressive_pca, compressive_ridge
+from metalab.compressive.ckm import MEDIAN_FACTOR, ckm
+from metalab.compressive.decoders import append_ones, compressive_pca, compressive_ridge
 from metalab.compressive.feature_maps import FeatureMap, RandomFourierFeatures, RandomQuadraticFeatures
 from metalab.compressive.privacy import Gaussian, Laplace
 from metalab.compressive.query import Params, Task

@@ -34,9 +34,22 @@ def _select(chunk: Any, columns: Sequence[str] | None, index: int) -> Any:
 
 
 def sketch_stream(feature_map: FeatureMap, chunks: Iterable[Any], *, columns: Sequence[str] | None = None) -> Sketch:
-    """The sketch of all samples in ``chunks`` (tensors, arrays or DataFrames, each ``(N_i, d)``), in one pass.
+    """The sketch of all samples in ``chunks``, in one pass: ``S = sum_i sum_{x in chunk_i} phi(x)``.
 
-    ``columns`` picks (and orders) DataFrame columns.  A stream with no samples is a ValueError.
+    Parameters
+    ----------
+    feature_map : FeatureMap
+        The per-sample map ``phi``.
+    chunks : iterable
+        Tensors, arrays or DataFrames, each ``(N_i, d)``; read once, in order.
+    columns : sequence of str, optional
+        The DataFrame columns to read (and their order); default all.
+
+    Returns
+    -------
+    Sketch
+        The sum of the features over every chunk with the count ``sum_i N_i``; a stream with no
+        samples is a ValueError.
     """
     start = Sketch.empty(feature_map)
     total, count = start.total.clone(), 0
@@ -73,8 +86,23 @@ def sketch_csv(
 ) -> Sketch:
     """The sketch of a CSV file (or Parquet, by suffix ``.parquet``/``.pq``), read ``chunksize`` rows at a time.
 
-    ``columns`` picks the feature columns (default: all); ``read_options`` go to ``pandas.read_csv``.
-    Missing values are non-finite and rejected.
+    Parameters
+    ----------
+    path : str or Path
+        The file.
+    feature_map : FeatureMap
+        The per-sample map.
+    columns : sequence of str, optional
+        The feature columns (default: all).
+    chunksize : int
+        Rows read at a time: memory stays ``chunksize x m`` whatever the file's length.
+    **read_options
+        Passed to ``pandas.read_csv``.
+
+    Returns
+    -------
+    Sketch
+        The sketch of every row; missing values are non-finite and rejected.
     """
     path = Path(path)
     chunksize = check_int("chunksize", chunksize, 1)

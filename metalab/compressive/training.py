@@ -114,7 +114,8 @@ def _on_cpu(params: Params) -> Params:
 def predict(
     model: CompressiveModel, data: DataBatch, *, noise: Laplace | Gaussian | None = None, seed: int = 0
 ) -> Params:
-    """The model's parameters for every data set of ``data`` (float64, CPU), from clean or ``noise``-released sketches."""
+    """The model's parameters ``psi(z)`` for every data set of ``data`` (float64, CPU), from its sketch mean
+    ``z`` or, with ``noise``, from the sketch released by that mechanism (:func:`private_sketches`)."""
     with torch.no_grad():
         z = model.pooled(data.X, data.y)
         if noise is not None:
@@ -130,10 +131,25 @@ def evaluate(
     noise: Laplace | Gaussian | None = None,
     seed: int = 0,
 ) -> torch.Tensor:
-    """Relative errors ``L(psi(z(D)); D) / L(exact(D); D)`` for every data set of ``data``: ``(B,)`` float64.
+    """Relative errors ``L(psi(z(D)); D) / L(exact(D); D)`` for every data set ``D`` of ``data``.
 
-    ``reference`` (``(B,)``) reuses exact errors computed before (``model.task.exact_error``);
-    ``noise`` evaluates on privately released sketches.
+    Parameters
+    ----------
+    model : CompressiveModel
+        The Sketch- and Query-Network to score.
+    data : DataBatch
+        ``B`` data sets.
+    reference : tensor, optional
+        ``(B,)``: the exact errors computed before (``model.task.exact_error``); default: computed here.
+    noise : Laplace or Gaussian, optional
+        Score answers decoded from sketches released by this mechanism (:func:`private_sketches`).
+    seed : int
+        Seeds the privacy noise and the exact references.
+
+    Returns
+    -------
+    tensor
+        ``(B,)`` float64: 1 is as good as the exact method on the full data.
     """
     x = data.X.to(device="cpu", dtype=torch.float64)
     y = None if data.y is None else data.y.to(device="cpu", dtype=torch.float64)
@@ -306,13 +322,38 @@ def meta_train(
 ) -> MetaTraining:
     """Meta-train a :class:`~metalab.compressive.query.CompressiveModel` for ``task`` on data sets from ``family``.
 
-    ``task`` is a :class:`~metalab.compressive.query.Task` or a task name (built for ``family.d``
-    with its default options).  ``held_out`` is the family the held-out data sets come from
-    (default ``family``, its ``"held_out"`` split): for example the same mixtures with more samples,
-    so that training steps stay cheap while evaluation uses full-size data sets.  ``model_options``
-    size the networks (``sketch_hidden``, ``width``,
-    ``blocks``).  Returns the :class:`MetaTraining` run; nothing trains until it is iterated (or
-    ``.run()``).
+    Parameters
+    ----------
+    task : Task or str
+        The task, or its name (built for ``family.d`` with its default options).
+    family : DatasetFamily
+        The data sets of training (:func:`~metalab.compressive.datasets.dataset_family`).
+    sketch_size : int
+        m, the length of the sketch.
+    held_out : DatasetFamily, optional
+        Where the held-out data sets come from (its ``"held_out"`` split; default ``family``): for
+        example the same mixtures with more samples, so that training steps stay cheap while
+        evaluation uses full-size data sets.
+    steps, batch, lr : int, int, float
+        Adam steps, data sets per step and the peak of the one-cycle learning rate.
+    noise : SketchNoise, optional
+        Train on privately released sketches.
+    objective : str
+        ``"log"`` (mean log error) or ``"mean"`` (mean error) over the batch.
+    eval_every, eval_size : int
+        Steps between held-out evaluations, and held-out data sets.
+    seed : int
+        Seeds the networks, the data stream and the noise.
+    device : str or torch.device
+        Where the networks train (``"auto"``: CUDA when present).
+    **model_options
+        Sizes of the networks: ``sketch_hidden``, ``width``, ``blocks``.
+
+    Returns
+    -------
+    MetaTraining
+        The run: nothing trains until it is iterated (one :class:`TrainingProgress` per step) or
+        ``.run()``; ``.model`` is the model it trains.
     """
     held_out = family if held_out is None else held_out
     for name, value in (("family", family), ("held_out", held_out)):
