@@ -37,7 +37,7 @@ def dump(obj, path, protocol=pickle.HIGHEST_PROTOCOL):
 
 
 def check_classes(classes, expected_counts: dict[str, int], size: int):
-    assert dict(zip(classes.names, classes.counts)) == expected_counts
+    assert dict(zip(classes.names, classes.counts, strict=True)) == expected_counts
     x = classes.images(0)
     assert x.dtype == torch.uint8 and x.shape[1:] == (3, size, size)
     assert (x[:, 2] == 7).all()

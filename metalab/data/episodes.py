@@ -79,12 +79,29 @@ def _stack(tensors: list[torch.Tensor]) -> torch.Tensor:
 class EpisodeSampler:
     """Draws N-way K-shot episodes from ``classes`` (see the module docstring).
 
-    Arguments: ``ways`` (N, classes per episode), ``shots`` (K, support images per class),
-    ``queries`` (query images per class, may be 0), ``image_size`` (int or ``(height, width)``;
-    ``None`` keeps the stored size, which must then agree across classes), ``rotations`` (``False``,
-    ``True`` for 0/90/180/270, or a subset of those angles), ``normalize`` (``None`` or
-    ``(mean, std)``, scalars or one per channel), ``seed`` and ``stream`` (the random stream's
-    name, so that samplers over different splits draw independently).
+    Parameters
+    ----------
+    classes : ImageClasses
+        Where the episodes' classes and images come from.
+    ways, shots, queries : int
+        N (classes per episode), K (support images per class) and query images per class (may be 0).
+    image_size : int, (int, int) or None
+        Size of the episodes' images; ``None`` keeps the stored size, which must then agree across
+        classes.
+    rotations : bool or sequence of int
+        ``False``, ``True`` for 0/90/180/270, or a subset of those angles: rotated copies of every
+        class become new classes.
+    normalize : (mean, std), optional
+        Scalars or one per channel.
+    seed : int
+        Seeds the episodes: episode ``i`` depends only on ``(seed, stream, i)``.
+    stream : str
+        The random stream's name, so that samplers over different splits draw independently.
+
+    Raises
+    ------
+    ValueError
+        Naming the argument, when a value is out of range or the classes cannot give such episodes.
     """
 
     def __init__(self, classes: ImageClasses, ways: int = 5, shots: int = 1, queries: int = 15, *,
@@ -235,8 +252,23 @@ def episode_samplers(classes: ImageClasses, splits: Mapping[str, float | int] = 
                      seed: int = 0, by: str = "class", **sampler_args: Any) -> dict[str, EpisodeSampler]:  # fmt: skip
     """Split ``classes`` at class level (:meth:`ImageClasses.split`) and make one sampler per split.
 
-    Every sampler gets ``sampler_args`` (ways, shots, queries, image_size, rotations, normalize),
-    the same ``seed`` and its own stream ``"episodes:<split name>"``.
+    Parameters
+    ----------
+    classes : ImageClasses
+        The classes to split.
+    splits : mapping
+        Split name -> fraction of the classes (or groups), or -> class count.
+    seed : int
+        Seeds the split and every sampler.
+    by : str
+        ``"class"`` or ``"group"`` (keep each group, e.g. an Omniglot alphabet, in one split).
+    **sampler_args
+        ways, shots, queries, image_size, rotations, normalize of every :class:`EpisodeSampler`.
+
+    Returns
+    -------
+    dict of EpisodeSampler
+        One sampler per split, each on its own stream ``"episodes:<split name>"``.
     """
     parts = classes.split(splits, seed=seed, by=by)
     return {

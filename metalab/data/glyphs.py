@@ -26,7 +26,8 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
 from metalab.core.checks import check_int
-from metalab.data.image_folders import ClassStore, ImageClasses, check_size
+from metalab.data.image_folders import ImageClasses, check_size
+from metalab.data.image_stores import ClassStore
 
 SUPERSAMPLE = 2
 BEZIER_POINTS = 12
@@ -104,6 +105,22 @@ def glyph_classes(n_classes: int = 2000, instances: int = 20, *, image_size: Any
     """``n_classes`` generated glyph classes of ``instances`` images each (nothing is drawn until used).
 
     The default, 2000 classes x 20 instances at 28x28, mirrors Omniglot's shape (1623 x 20).
+
+    Parameters
+    ----------
+    n_classes, instances : int
+        Classes (>= 1) and images per class (>= 1).
+    image_size : int or (int, int)
+        Side, or (height, width), of the rendered images.
+    seed : int
+        Class ``c`` (its strokes and instances) depends only on ``(seed, c)``.
+    max_strokes : int
+        Strokes of a class's pen drawing: one to ``max_strokes``.
+
+    Returns
+    -------
+    ImageClasses
+        One channel ``uint8`` images, bright strokes on black.
     """
     n_classes = check_int("n_classes", n_classes, 1)
     instances = check_int("instances", instances, 1)
@@ -116,7 +133,18 @@ def glyph_classes(n_classes: int = 2000, instances: int = 20, *, image_size: Any
 
 
 def digit_classes(image_size: Any = 28) -> ImageClasses:
-    """scikit-learn's 8x8 digits as ten classes, upsampled (bilinear) to ``image_size``; bright ink on black."""
+    """scikit-learn's 8x8 digits as ten classes, upsampled (bilinear) to ``image_size``; bright ink on black.
+
+    Parameters
+    ----------
+    image_size : int or (int, int)
+        Side, or (height, width), of the returned images.
+
+    Returns
+    -------
+    ImageClasses
+        Classes ``0`` .. ``9`` of one-channel ``uint8`` images.
+    """
     from sklearn.datasets import load_digits
 
     size = check_size("image_size", image_size, allow_none=False)

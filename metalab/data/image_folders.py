@@ -2,10 +2,10 @@
 
 :class:`ImageClasses` is the one input of the episode sampler (:mod:`metalab.data.episodes`). It
 holds class names, an optional group per class (an Omniglot alphabet, a tieredImageNet
-super-category) and a *store* that produces the images of one class as a ``uint8`` tensor
-``(n, C, H, W)``. A store decodes a class the first time it is asked for it and keeps the tensor,
-so every image is decoded once; subsets made by :meth:`ImageClasses.subset` and
-:meth:`ImageClasses.split` share their parent's store and its cache.
+super-category) and a *store* (:mod:`metalab.data.image_stores`) that produces the images of one
+class as a ``uint8`` tensor ``(n, C, H, W)``. A store decodes a class the first time it is asked
+for it and keeps the tensor, so every image is decoded once; subsets made by
+:meth:`ImageClasses.subset` and :meth:`ImageClasses.split` share their parent's store and its cache.
 
 Folder layout (:func:`load_image_folder`): every directory that directly holds image files is a
 class, named by its path relative to the root (``Greek/character01``), and its group is the path
@@ -16,7 +16,6 @@ without extracting; when all its entries sit under a folder named like the zip i
 
 from __future__ import annotations
 
-import io
 import math
 import numbers
 import os
@@ -28,10 +27,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 
 from metalab.core.checks import check_choice
 from metalab.core.seeding import generator
+from metalab.data.image_stores import ArrayStore, ClassStore, FileRef, FileStore, TensorStore
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 MODES = ("L", "RGB")
@@ -52,187 +51,6 @@ def check_size(name: str, value: Any, allow_none: bool = True) -> tuple[int, int
         none = "None (keep the stored size), " if allow_none else ""
         raise ValueError(f"{name}={value!r} is not allowed: {none}a positive int or a (height, width) pair of them")
     return int(pair[0]), int(pair[1])
-
-
-# ---------------------------------------------------------------------------------------------
-# Stores: where the images of class i come from
-
-
-class ClassStore:
-    """Produces the images of class ``i`` as ``uint8`` ``(n, C, H, W)``, computed once and then cached.
-
-    Subclasses implement :meth:`count` (cheap, without decoding) and :meth:`_make`.
-    """
-
-    def __init__(self) -> None:
-        self._cache: dict[int, torch.Tensor] = {}
-        self._resized: dict[tuple[int, int, int], torch.Tensor] = {}
-
-    def count(self, i: int) -> int:
-        raise NotImplementedError
-
-    def _make(self, i: int) -> torch.Tensor:
-        raise NotImplementedError
-
-    def images(self, i: int) -> torch.Tensor:
-        out = self._cache.get(i)
-        if out is None:
-            out = self._make(i)
-            if out.dtype != torch.uint8 or out.ndim != 4:
-                raise TypeError(
-                    f"{type(self).__name__} made {tuple(out.shape)} {out.dtype}; expected uint8 (n, C, H, W)"
-                )
-            self._cache[i] = out
-        return out
-
-    def resized(self, i: int, size: tuple[int, int]) -> torch.Tensor:
-        """Class ``i``'s images at ``size`` = (height, width) (Lanczos), cached per size."""
-        raw = self.images(i)
-        if tuple(raw.shape[-2:]) == tuple(size):
-            return raw
-        key = (i, *size)
-        out = self._resized.get(key)
-        if out is None:
-            out = self._resized[key] = resize_uint8(raw, size)
-        return out
-
-
-def resize_uint8(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Resize ``uint8`` ``(n, C, H, W)`` images to ``size`` = (height, width) with PIL's Lanczos filter."""
-    h, w = size
-    src = images.numpy()
-    out = np.empty((*src.shape[:2], h, w), dtype=np.uint8)
-    for k in range(src.shape[0]):
-        for ch in range(src.shape[1]):
-            out[k, ch] = np.asarray(
-                Image.fromarray(src[k, ch]).resize((w, h), Image.Resampling.LANCZOS, reducing_gap=3.0)
-            )
-    return torch.from_numpy(out)
-
-
-class TensorStore(ClassStore):
-    """Classes already in memory: one ``uint8`` tensor ``(n, C, H, W)`` per class."""
-
-    def __init__(self, tensors: Sequence[torch.Tensor]) -> None:
-        super().__init__()
-        self._cache = dict(enumerate(tensors))
-
-    def count(self, i: int) -> int:
-        return int(self._cache[i].shape[0])
-
-
-class ArrayStore(ClassStore):
-    """Classes as index lists into one channels-last array ``(N, H, W)`` or ``(N, H, W, C)`` of uint8."""
-
-    def __init__(self, array: np.ndarray, indices: Sequence[np.ndarray]) -> None:
-        super().__init__()
-        self._array = array
-        self._indices = [np.asarray(ix, dtype=np.int64) for ix in indices]
-
-    def count(self, i: int) -> int:
-        return len(self._indices[i])
-
-    def _make(self, i: int) -> torch.Tensor:
-        block = self._array[self._indices[i]]
-        block = block[:, None] if block.ndim == 3 else block.transpose(0, 3, 1, 2)
-        return torch.from_numpy(np.ascontiguousarray(block, dtype=np.uint8))
-
-
-class EncodedStore(ClassStore):
-    """Classes as index lists into a sequence of encoded images (PNG/JPEG bytes), decoded per class."""
-
-    def __init__(self, blobs: Sequence[bytes], indices: Sequence[np.ndarray], where: str, mode: str = "RGB") -> None:
-        super().__init__()
-        self._blobs, self._where, self._mode = blobs, where, mode
-        self._indices = [np.asarray(ix, dtype=np.int64) for ix in indices]
-
-    def count(self, i: int) -> int:
-        return len(self._indices[i])
-
-    def _make(self, i: int) -> torch.Tensor:
-        arrays = [
-            decode_image(bytes(self._blobs[k]), f"{self._where} (image {k})", self._mode, None, False)
-            for k in self._indices[i].tolist()
-        ]
-        return _stack_class(arrays, [f"{self._where} (image {k})" for k in self._indices[i].tolist()], "image_size")
-
-
-@dataclass(frozen=True)
-class FileRef:
-    """One image file: ``member`` inside the zip ``container``, or the file ``container / member``."""
-
-    container: pathlib.Path
-    member: str
-    in_zip: bool
-    crc: int | None = None  # zip CRC-32 (lets duplicates be recognised without reading them)
-    size: int | None = None
-
-    def where(self) -> str:
-        return f"{self.container}:{self.member}" if self.in_zip else str(self.container / self.member)
-
-
-class FileStore(ClassStore):
-    """Classes as lists of image files (in folders or zips), decoded with PIL on first use."""
-
-    def __init__(self, files: Sequence[Sequence[FileRef]], *, mode: str = "L",
-                 image_size: tuple[int, int] | None = None, invert: bool = False) -> None:  # fmt: skip
-        super().__init__()
-        self._files = [list(f) for f in files]
-        self._mode, self._size, self._invert = mode, image_size, invert
-        self._zips: dict[pathlib.Path, zipfile.ZipFile] = {}
-
-    def count(self, i: int) -> int:
-        return len(self._files[i])
-
-    def _read(self, ref: FileRef) -> bytes:
-        if not ref.in_zip:
-            return (ref.container / ref.member).read_bytes()
-        archive = self._zips.get(ref.container)
-        if archive is None:
-            archive = self._zips[ref.container] = zipfile.ZipFile(ref.container)
-        return archive.read(ref.member)
-
-    def _make(self, i: int) -> torch.Tensor:
-        refs = self._files[i]
-        arrays = [decode_image(self._read(r), r.where(), self._mode, self._size, self._invert) for r in refs]
-        return _stack_class(arrays, [r.where() for r in refs], "image_size")
-
-    def close(self) -> None:
-        for archive in self._zips.values():
-            archive.close()
-        self._zips.clear()
-
-    def __getstate__(self) -> dict:  # open zip handles do not pickle; they are reopened on demand
-        state = self.__dict__.copy()
-        state["_zips"] = {}
-        return state
-
-
-def decode_image(data: bytes, where: str, mode: str, size: tuple[int, int] | None, invert: bool) -> np.ndarray:
-    """Decode one image to ``uint8`` ``(C, H, W)``; an unreadable file raises ValueError naming ``where``."""
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            img = img.convert(mode)
-            if size is not None and img.size != (size[1], size[0]):
-                img = img.resize((size[1], size[0]), Image.Resampling.LANCZOS, reducing_gap=3.0)
-            array = np.asarray(img, dtype=np.uint8)
-    except (OSError, SyntaxError, ValueError) as err:  # PIL's UnidentifiedImageError is an OSError
-        raise ValueError(f"cannot read the image file {where}: {err}") from None
-    if invert:
-        array = 255 - array
-    return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
-
-
-def _stack_class(arrays: list[np.ndarray], where: list[str], size_argument: str) -> torch.Tensor:
-    first = arrays[0].shape
-    for a, w in zip(arrays, where):
-        if a.shape != first:
-            raise ValueError(
-                f"images of mixed sizes in one class: {where[0]} is {first[1]}x{first[2]} but {w} is "
-                f"{a.shape[1]}x{a.shape[2]} (height x width); pass {size_argument}=(height, width) "
-                "to resize every image as it is read"
-            )
-    return torch.from_numpy(np.ascontiguousarray(np.stack(arrays)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -398,7 +216,7 @@ def _split_sizes(splits: Mapping[str, float | int], n_units: int, by: str) -> di
             "or all integer counts"
         )
     bounds = np.round(np.cumsum([0.0, *values]) * n_units + 1e-9).astype(int)
-    sizes = {name: int(b - a) for name, a, b in zip(splits, bounds[:-1], bounds[1:])}
+    sizes = {name: int(b - a) for name, a, b in zip(splits, bounds[:-1], bounds[1:], strict=True)}
     empty = [name for name, s in sizes.items() if s == 0]
     if empty:
         raise ValueError(
@@ -479,10 +297,24 @@ def load_image_folder(path: str | os.PathLike, *, mode: str = "L", image_size: A
                       extensions: Sequence[str] = IMAGE_EXTENSIONS) -> ImageClasses:  # fmt: skip
     """Classes from a folder or a zip in the ``[group/]class/image`` layout (Omniglot's ``alphabet/character/image``).
 
-    ``mode`` is ``"L"`` (one channel) or ``"RGB"``; ``image_size`` (an int or ``(height, width)``)
-    resizes every image as it is decoded (Lanczos), otherwise a class whose images differ in size is
-    an error; ``invert`` maps a pixel ``v`` to ``255 - v`` (dark strokes on white become bright on
-    black). Nothing is decoded until a class is first used.
+    Parameters
+    ----------
+    path : str or PathLike
+        The folder or zip file.
+    mode : str
+        ``"L"`` (one channel) or ``"RGB"``.
+    image_size : int, (int, int) or None
+        Resizes every image as it is decoded (Lanczos); ``None`` keeps the files' sizes, and a class
+        whose images differ in size is then an error.
+    invert : bool
+        Map a pixel ``v`` to ``255 - v`` (dark strokes on white become bright on black).
+    extensions : sequence of str
+        The file endings that count as images.
+
+    Returns
+    -------
+    ImageClasses
+        One class per folder that directly holds images; nothing is decoded until a class is first used.
     """
     check_choice("mode", mode, MODES)
     check_size("image_size", image_size)

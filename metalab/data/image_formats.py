@@ -37,7 +37,8 @@ from typing import Any
 import numpy as np
 
 from metalab.core.checks import check_choice
-from metalab.data.image_folders import ArrayStore, EncodedStore, ImageClasses, data_roots, looked_in
+from metalab.data.image_folders import ImageClasses, data_roots, looked_in
+from metalab.data.image_stores import ArrayStore, EncodedStore
 
 SPLITS = ("train", "val", "test")
 
@@ -97,7 +98,20 @@ def _check_labels(labels: Any, n: int, file: pathlib.Path, key: str) -> np.ndarr
 
 
 def load_mini_imagenet(path: str | os.PathLike | None = None, split: str = "train") -> ImageClasses:
-    """One split of miniImageNet from ``mini-imagenet-cache-{split}.pkl`` (see the module docstring)."""
+    """One split of miniImageNet from ``mini-imagenet-cache-{split}.pkl`` (see the module docstring).
+
+    Parameters
+    ----------
+    path : str or PathLike, optional
+        The file's folder (or a parent holding ``mini-imagenet/``); default ``$METALAB_DATA``.
+    split : str
+        ``"train"``, ``"val"`` or ``"test"``.
+
+    Returns
+    -------
+    ImageClasses
+        RGB ``uint8`` images by class name.
+    """
     check_choice("split", split, SPLITS)
     file = _find(
         path, f"mini-imagenet-cache-{split}.pkl", ("mini-imagenet", "miniImageNet", "mini_imagenet"), "miniImageNet",
@@ -112,7 +126,7 @@ def load_mini_imagenet(path: str | os.PathLike | None = None, split: str = "trai
         )
     names = sorted(class_dict)
     indices = [np.asarray(class_dict[k], dtype=np.int64) for k in names]
-    for name, ix in zip(names, indices):
+    for name, ix in zip(names, indices, strict=True):
         if ix.ndim != 1 or ix.size == 0 or ix.min() < 0 or ix.max() >= len(images):
             raise ValueError(f"{file}: class {name!r} lists no images or indices outside 0..{len(images) - 1}")
     return ImageClasses(ArrayStore(images, indices), [str(n) for n in names], description=str(file))
@@ -120,7 +134,20 @@ def load_mini_imagenet(path: str | os.PathLike | None = None, split: str = "trai
 
 def load_tiered_imagenet(path: str | os.PathLike | None = None, split: str = "train") -> ImageClasses:
     """One split of tieredImageNet in its authors' layout (``{split}_labels.pkl`` + ``{split}_images.npz``
-    or ``{split}_images_png.pkl``); super-categories become groups."""
+    or ``{split}_images_png.pkl``).
+
+    Parameters
+    ----------
+    path : str or PathLike, optional
+        The files' folder (or a parent holding ``tiered-imagenet/``); default ``$METALAB_DATA``.
+    split : str
+        ``"train"``, ``"val"`` or ``"test"``.
+
+    Returns
+    -------
+    ImageClasses
+        RGB ``uint8`` images by class, with the super-categories as groups.
+    """
     check_choice("split", split, SPLITS)
     subdirs = ("tiered-imagenet", "tieredImageNet", "tiered_imagenet")
     how = "It is distributed as {split}_labels.pkl with {split}_images.npz or {split}_images_png.pkl (Ren et al. 2018)."
@@ -191,7 +218,20 @@ def _load_cifar_style(
 
 
 def load_cifar_fs(path: str | os.PathLike | None = None, split: str = "train") -> ImageClasses:
-    """One split of CIFAR-FS from ``CIFAR_FS_{split}.pickle``; classes are named by CIFAR-100 label id."""
+    """One split of CIFAR-FS from ``CIFAR_FS_{split}.pickle``.
+
+    Parameters
+    ----------
+    path : str or PathLike, optional
+        The file's folder (or a parent holding ``CIFAR-FS/``); default ``$METALAB_DATA``.
+    split : str
+        ``"train"``, ``"val"`` or ``"test"``.
+
+    Returns
+    -------
+    ImageClasses
+        RGB ``uint8`` 32x32 images; classes named by CIFAR-100 label id.
+    """
     return _load_cifar_style(
         path, split, "CIFAR_FS", ("CIFAR-FS", "CIFAR_FS", "cifar-fs", "cifar_fs", "cifarfs"), "CIFAR-FS",
         "It is distributed as CIFAR_FS_{train,val,test}.pickle (e.g. with MetaOptNet).",
@@ -199,7 +239,20 @@ def load_cifar_fs(path: str | os.PathLike | None = None, split: str = "train") -
 
 
 def load_fc100(path: str | os.PathLike | None = None, split: str = "train") -> ImageClasses:
-    """One split of FC100 from ``FC100_{split}.pickle``; classes are named by CIFAR-100 label id."""
+    """One split of FC100 from ``FC100_{split}.pickle``.
+
+    Parameters
+    ----------
+    path : str or PathLike, optional
+        The file's folder (or a parent holding ``FC100/``); default ``$METALAB_DATA``.
+    split : str
+        ``"train"``, ``"val"`` or ``"test"``.
+
+    Returns
+    -------
+    ImageClasses
+        RGB ``uint8`` 32x32 images; classes named by CIFAR-100 label id.
+    """
     return _load_cifar_style(
         path, split, "FC100", ("FC100", "fc100"), "FC100",
         "It is distributed as FC100_{train,val,test}.pickle (e.g. with MetaOptNet).",

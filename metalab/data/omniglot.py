@@ -42,10 +42,10 @@ from metalab.data.image_folders import (
     check_size,
     classes_from_entries,
     data_roots,
-    decode_image,
     looked_in,
     scan_image_source,
 )
+from metalab.data.image_stores import decode_image
 
 SUBDIRS = ("omniglot", "Omniglot")
 BASE_URL = "https://raw.githubusercontent.com/brendenlake/omniglot/master/python"
@@ -94,13 +94,26 @@ def load_omniglot(path: str | os.PathLike | None = None, *, sets: Sequence[str] 
                   image_size: Any = None, invert: bool = True, download: bool = False) -> ImageClasses:  # fmt: skip
     """Omniglot's characters as classes of 20 drawings (decoded lazily, once).
 
-    ``path`` is a folder holding the zips or their extracted folders (default ``$METALAB_DATA``,
-    also looked for in its ``omniglot/``), or one zip / extracted set itself. ``sets`` picks from
-    ``background``, ``evaluation``, ``background_small1``, ``background_small2``; by default the
-    full sets that are present, else the small ones. ``image_size`` resizes as images are read
-    (e.g. 28 to keep memory small; the sampler resizes anyway), ``invert`` makes strokes bright.
-    ``download=True`` first fetches missing ``sets`` (default: the full ones) from the authors'
-    repository over the network; it never happens unless asked.
+    Parameters
+    ----------
+    path : str or PathLike, optional
+        A folder holding the zips or their extracted folders (default ``$METALAB_DATA``, also looked
+        for in its ``omniglot/``), or one zip / extracted set itself.
+    sets : sequence of str, optional
+        From ``background``, ``evaluation``, ``background_small1``, ``background_small2``; by default
+        the full sets that are present, else the small ones.
+    image_size : int or (int, int), optional
+        Resizes as images are read (e.g. 28 to keep memory small; the sampler resizes anyway).
+    invert : bool
+        Bright strokes on black.
+    download : bool
+        First fetch the missing ``sets`` (default: the full ones) from the authors' repository over
+        the network; it never happens unless asked.
+
+    Returns
+    -------
+    ImageClasses
+        One class per character, grouped by alphabet.
     """
     check_size("image_size", image_size)
     if sets is not None:
@@ -147,7 +160,7 @@ def _is_single_set(p: pathlib.Path) -> bool:
 def _merge(scans: list[list[ClassEntry]], sources: list[pathlib.Path]) -> list[ClassEntry]:
     """Union of the classes of several sets; a class present twice with identical files is kept once."""
     kept: dict[str, tuple[ClassEntry, pathlib.Path]] = {}
-    for entries, source in zip(scans, sources):
+    for entries, source in zip(scans, sources, strict=True):
         for e in entries:
             if e.name not in kept:
                 kept[e.name] = (e, source)
@@ -193,9 +206,21 @@ def _urlopen(url: str):  # indirection so tests can serve files without a networ
 def download_omniglot(
     root: str | os.PathLike, items: Sequence[str] = ("background", "evaluation", "runs")
 ) -> list[pathlib.Path]:
-    """Fetch the named files (keys of :data:`URLS`) into ``root`` unless already there; returns their paths.
+    """Fetch the named files into ``root`` unless already there.
 
     Uses the network (the authors' GitHub repository); nothing else in this module does.
+
+    Parameters
+    ----------
+    root : str or PathLike
+        The folder to write to (created if missing).
+    items : sequence of str
+        Keys of :data:`URLS`.
+
+    Returns
+    -------
+    list of Path
+        The files' paths, in the order of ``items``.
     """
     unknown = [i for i in items if i not in URLS]
     if unknown:
@@ -250,7 +275,22 @@ def find_one_shot_runs(path: str | os.PathLike | None = None) -> pathlib.Path | 
 
 def load_one_shot_runs(path: str | os.PathLike | None = None, *, image_size: Any = None,
                        invert: bool = True) -> list[OneShotRun]:  # fmt: skip
-    """The benchmark's runs, in order (``run01`` .. ``run20``), from ``all_runs.zip`` or its folder."""
+    """The benchmark's runs, in order (``run01`` .. ``run20``), from ``all_runs.zip`` or its folder.
+
+    Parameters
+    ----------
+    path : str or PathLike, optional
+        ``all_runs.zip``, its extracted folder, or a folder holding either (default ``$METALAB_DATA``).
+    image_size : int or (int, int), optional
+        Resizes the images as they are read.
+    invert : bool
+        Bright strokes on black.
+
+    Returns
+    -------
+    list of OneShotRun
+        The runs by name.
+    """
     size = check_size("image_size", image_size)
     source = find_one_shot_runs(path)
     if source is None:
@@ -330,10 +370,20 @@ class OneShotResult:
 
 def evaluate_one_shot_runs(predict_fn: Callable[[torch.Tensor, torch.Tensor], Any],
                            runs: Sequence[OneShotRun] | None = None) -> OneShotResult:  # fmt: skip
-    """Score ``predict_fn(train_images, test_images) -> train index per test image`` on every run.
+    """Score a one-shot predictor on every run.
 
-    ``runs`` defaults to :func:`load_one_shot_runs` (``$METALAB_DATA``). The overall error rate pools
-    all test images (with 20 per run it equals the mean of the per-run rates).
+    Parameters
+    ----------
+    predict_fn : callable
+        ``predict_fn(train_images, test_images)`` -> the index of a training image per test image.
+    runs : sequence of OneShotRun, optional
+        Default :func:`load_one_shot_runs` (``$METALAB_DATA``).
+
+    Returns
+    -------
+    OneShotResult
+        Per-run and overall error rates; the overall rate pools all test images (with 20 per run it
+        equals the mean of the per-run rates).
     """
     if runs is None:
         runs = load_one_shot_runs()
