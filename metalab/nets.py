@@ -32,7 +32,7 @@ class MLP(nn.Sequential):
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation={activation!r} is not allowed: one of " + ", ".join(map(repr, ACTIVATIONS)))
         layers: list[nn.Module] = []
-        for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
             layers.append(nn.Linear(fan_in, fan_out))
             if i < len(sizes) - 2 or activate_last:
                 layers.append(ACTIVATIONS[activation]())
@@ -155,3 +155,41 @@ def init_head(
 def features(backbone: nn.Module, params: Mapping[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
     """``backbone`` evaluated with ``params`` on ``x`` (n, ...) -> (n, feature_dim)."""
     return functional_call(backbone, dict(params), (x,))
+
+
+def seeded_conv4(
+    n_classes: int,
+    *,
+    hidden: int,
+    image_size: int,
+    seed: int,
+    in_channels: int = 1,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+) -> tuple[Conv4, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """A Conv-4 backbone drawn from ``seed`` (the global RNG left as it was) with a zero linear head.
+
+    Parameters
+    ----------
+    n_classes : int
+        Classes of the head (the episodes' N ways).
+    hidden, image_size, in_channels
+        The backbone's channels, input side and input channels (see :class:`Conv4`).
+    seed : int
+        Seeds the backbone's initialisation; the same seed gives the same weights.
+    dtype, device
+        Where the parameters live.
+
+    Returns
+    -------
+    (Conv4, dict, dict)
+        The module, its parameters as a dict of leaf tensors that require grad, and the zero head
+        ``{"weight": (n_classes, feature_dim), "bias": (n_classes,)}``.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        backbone = Conv4(in_channels=in_channels, hidden=hidden, image_size=image_size)
+    backbone = backbone.to(device=device, dtype=dtype)
+    params = {k: p.detach().clone().requires_grad_(True) for k, p in backbone.named_parameters()}
+    head = init_head(backbone.feature_dim, n_classes, zero=True, dtype=dtype, device=device)
+    return backbone, params, head

@@ -16,7 +16,7 @@ from metalab.gbml import (
     head_names,
     meta_gradient,
 )
-from metalab.implicit.common import HypergradientWarning
+from metalab.core.results import HypergradientWarning
 from metalab.nets import MLP, param_dict
 
 torch.set_num_threads(1)

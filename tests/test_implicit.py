@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import math
+import types
 import warnings
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from metalab.core import SavedTensorMeter
+from metalab.core import ConfigError, SavedTensorMeter
+from metalab.core.results import HypergradientWarning
 from metalab.implicit import (
     HYPERGRADIENTS,
     CGWarning,
-    HypergradientWarning,
     WarmStart,
     conjugate_gradient,
     dense_implicit_hypergradient,
@@ -21,6 +23,8 @@ from metalab.implicit import (
     maml,
     unfused_implicit_hypergradient,
 )
+from metalab.implicit.evaluation import adapted_accuracy, one_shot_predictor
+from metalab.implicit.measure import measure_method, time_method
 from metalab.nets import MLP, Conv4, features, init_head, param_dict
 
 D64 = torch.float64
@@ -124,6 +128,53 @@ def test_cg_detects_divergence_with_warning():
     assert torch.isfinite(result.solution).all() and torch.isfinite(result.residual_norms).all()
 
 
+def test_cg_stops_at_max_iter_like_the_textbook_iteration():
+    """Three steps of x ← x + αp, r ← r − αAp, p ← r + βp from zero, written out plainly, give the same
+    iterate and residuals; the status is max_iter (neither converged nor failed)."""
+    A = spd(10, 11, cond=1e4)
+    b = torch.randn(10, dtype=D64, generator=torch.Generator().manual_seed(12))
+    x, r = torch.zeros_like(b), b.clone()
+    p, rs, norms = r.clone(), r @ r, [float(b.norm())]
+    for _ in range(3):
+        Ap = A @ p
+        alpha = rs / (p @ Ap)
+        x, r = x + alpha * p, r - alpha * Ap
+        rs, rs_old = r @ r, rs
+        p = r + (rs / rs_old) * p
+        norms.append(float(rs.sqrt()))
+    result = conjugate_gradient(lambda u: A @ u, b, max_iter=3, tol=1e-14)
+    assert result.status == "max_iter" and result.statuses == ("max_iter",) and result.n_iter == 3
+    assert not result.converged and not result.failed
+    torch.testing.assert_close(result.solution, x, rtol=1e-12, atol=0)
+    torch.testing.assert_close(result.residual_norms, torch.tensor(norms, dtype=D64), rtol=1e-12, atol=0)
+
+
+def test_cg_reports_a_non_finite_operator_as_nonpositive_curvature_and_keeps_the_start():
+    b = torch.ones(4, dtype=D64)
+    with pytest.warns(CGWarning, match="'nonpositive_curvature' in 1 of 1"):
+        result = conjugate_gradient(lambda u: u * float("nan"), b, max_iter=5, x0=torch.full((4,), 0.5, dtype=D64))
+    assert result.status == "nonpositive_curvature" and result.n_iter == 0
+    torch.testing.assert_close(result.solution, torch.full((4,), 0.5, dtype=D64))
+
+
+def test_cg_batch_keeps_one_status_per_system_and_reports_the_worst():
+    """converged, max_iter and nonpositive_curvature side by side: each system stops on its own, the
+    batch status is the most severe, and the warning counts only the failed system."""
+    well = torch.diag(torch.tensor([1.0, 1.0, 1.0], dtype=D64))  # converges in one step
+    slow = torch.diag(torch.tensor([1.0, 10.0, 100.0], dtype=D64))  # needs three
+    indefinite = torch.diag(torch.tensor([1.0, -1.0, 2.0], dtype=D64))
+    As = torch.stack([well, slow, indefinite])
+    bs = torch.ones(3, 3, dtype=D64)
+    with pytest.warns(CGWarning, match="in 1 of 3 system"):
+        result = conjugate_gradient(lambda u: torch.einsum("bij,bj->bi", As, u), bs, max_iter=2, batch_dims=1)
+    assert result.statuses == ("converged", "max_iter", "nonpositive_curvature")
+    assert result.status == "nonpositive_curvature" and result.failed and not result.converged
+    torch.testing.assert_close(result.solution[0], torch.ones(3, dtype=D64))
+    # the converged system was frozen after its step: its residual history stays at zero
+    assert float(result.residual_norms[-1, 0]) == 0.0 and result.residual_norms.shape == (3, 3)
+    assert torch.isfinite(result.solution).all()
+
+
 def test_cg_rejects_bad_arguments():
     with pytest.raises(ValueError, match="max_iter"):
         conjugate_gradient(lambda u: u, torch.ones(2), max_iter=-1)
@@ -160,7 +211,7 @@ def test_fused_approaches_dense_ift_as_k_and_n_grow():
             net, params, head, sx, sy, qx, qy, inner_steps=K, cg_steps=N, l2=0.1, inner_lr=0.5
         )
         errors.append(float((flat(fused.hypergrad) - dense).norm() / dense.norm()))
-    assert all(a > b for a, b in zip(errors, errors[1:])), errors
+    assert all(a > b for a, b in zip(errors[:-1], errors[1:], strict=True)), errors
     assert errors[-1] < 1e-8 and errors[0] > 1e-2
 
 
@@ -223,7 +274,7 @@ def test_maml_matches_finite_difference_of_unrolled_query_loss():
             loss = F.cross_entropy(F.linear(z, w["h.weight"], w["h.bias"]), sy[0])
             loss = loss + 0.5 * l2 * (w["h.weight"].square().sum() + w["h.bias"].square().sum())
             grads = torch.autograd.grad(loss, list(w.values()))
-            w = {k: (v - lr * g).detach().requires_grad_(True) for (k, v), g in zip(w.items(), grads)}
+            w = {k: (v - lr * g).detach().requires_grad_(True) for (k, v), g in zip(w.items(), grads, strict=True)}
         z = features(net, {k[2:]: v for k, v in w.items() if k.startswith("b.")}, qx[0])
         return float(F.cross_entropy(F.linear(z, w["h.weight"], w["h.bias"]), qy[0]).detach())
 
@@ -338,8 +389,9 @@ def test_imaml_refuses_a_proximal_strength_its_inner_loop_cannot_follow():
     with pytest.raises(
         ValueError,
         match=r"prox=4.0 is not allowed: < 2 / inner_lr = 4 for iMAML: at inner_lr·prox >= 2 its proximal inner loop diverges",
-    ):
+    ) as error:
         hypergradient("imaml", net, params, head, sx, sy, qx, qy, inner_steps=2, inner_lr=0.5, prox=4.0)
+    assert not isinstance(error.value, ConfigError)  # the library knows no experiment settings
     result = hypergradient("imaml", net, params, head, sx, sy, qx, qy, inner_steps=2, inner_lr=0.5, prox=3.9)
     assert all(bool(torch.isfinite(g).all()) for g in result.hypergrad.values())
 
@@ -385,3 +437,50 @@ def test_bad_method_data_and_options_are_rejected():
         hypergradient("implicit", net, params, init_head(7, 3, dtype=D64), sx, sy, qx, qy)
     with pytest.raises(ValueError, match="l2"):
         dense_implicit_hypergradient(net, params, head, sx, sy, qx, qy, l2=0.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation and measurement
+
+
+@pytest.mark.parametrize("method", ["implicit", "anil", "maml", "imaml"])
+def test_adapted_accuracy_uses_the_inner_loop_the_method_trains_with(method):
+    """The mean query accuracy after each method's own inner loop equals the one its hypergradient reports."""
+    net, params, head, sx, sy, qx, qy = tiny_problem(seed=8, n_tasks=3, n_query=12)
+    opts = dict(inner_steps=4, inner_lr=0.4, l2=0.1, prox=2.0, cg_steps=3)
+    accuracies = adapted_accuracy(method, net, params, head, sx, sy, qx, qy, **opts)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CGWarning)
+        reported = hypergradient(method, net, params, head, sx, sy, qx, qy, **opts).query_accuracy
+    assert accuracies.shape == (3,) and bool(((accuracies >= 0) & (accuracies <= 1)).all())
+    assert float(accuracies.mean()) == pytest.approx(reported, abs=1e-12)
+    with pytest.raises(ValueError, match="method="):
+        adapted_accuracy("protonet", net, params, head, sx, sy, qx, qy)
+
+
+def test_one_shot_predictor_finds_the_same_image_and_refuses_unknown_predictors():
+    torch.manual_seed(0)
+    net = Conv4(in_channels=1, hidden=4, image_size=16)
+    images = torch.rand(6, 1, 16, 16, generator=torch.Generator().manual_seed(2))
+    for how in ("nearest", "head"):
+        predict = one_shot_predictor(net, param_dict(net), how, l2=1e-4, inner_steps=400, inner_lr=2.0)
+        assert predict(images, images).tolist() == list(range(6)), how
+    with pytest.raises(ValueError, match="how='pixels' is not allowed"):
+        one_shot_predictor(net, param_dict(net), "pixels", l2=0.01, inner_steps=1, inner_lr=1.0)
+
+
+def test_measure_method_reports_graph_memory_time_and_status():
+    net = Conv4(in_channels=1, hidden=4, image_size=16).to(D64)
+    head = init_head(net.feature_dim, 3, dtype=D64)
+    g = torch.Generator().manual_seed(3)
+    batch = types.SimpleNamespace(
+        support_x=torch.rand(2, 3, 1, 16, 16, dtype=D64, generator=g), support_y=torch.arange(3).repeat(2, 1),
+        query_x=torch.rand(2, 3, 1, 16, 16, dtype=D64, generator=g), query_y=torch.arange(3).repeat(2, 1),
+    )  # fmt: skip
+    opts = dict(inner_steps=3, cg_steps=2, l2=0.1, batch_mode="vmap")  # measured task by task all the same
+    values = measure_method("maml", net, param_dict(net), head, batch, opts, repeats=2)
+    assert values["graph_bytes"] > 0 and values["graph_mb"] == pytest.approx(values["graph_bytes"] / 2**20)
+    assert values["saved_total_mb"] >= values["graph_mb"] and values["seconds_per_task"] > 0
+    assert math.isnan(values["cuda_peak_mb"]) and values["status"] == "ok"
+    assert math.isnan(measure_method("maml", net, param_dict(net), head, batch, opts, repeats=0)["seconds_per_task"])
+    assert time_method("implicit", net, param_dict(net), head, batch, opts) > 0

@@ -14,6 +14,7 @@ from metalab.nets import (
     init_head,
     merge_params,
     param_dict,
+    seeded_conv4,
     split_params,
 )
 
@@ -82,3 +83,17 @@ def test_head_and_param_dicts_round_trip():
 def test_bad_arguments_name_the_argument(factory, name):
     with pytest.raises(ValueError, match=name):
         factory()
+
+
+def test_seeded_conv4_repeats_its_weights_and_leaves_the_global_generator_alone():
+    torch.manual_seed(5)
+    before = torch.rand(1)
+    torch.manual_seed(5)
+    backbone, params, head = seeded_conv4(4, hidden=3, image_size=16, seed=11, dtype=torch.float64)
+    assert torch.equal(torch.rand(1), before)  # the draw after it is the one it would have been
+    _, again, _ = seeded_conv4(4, hidden=3, image_size=16, seed=11, dtype=torch.float64)
+    _, other, _ = seeded_conv4(4, hidden=3, image_size=16, seed=12, dtype=torch.float64)
+    assert all(torch.equal(params[k], again[k]) for k in params)
+    assert not all(torch.equal(params[k], other[k]) for k in params)
+    assert all(p.is_leaf and p.requires_grad and p.dtype == torch.float64 for p in params.values())
+    assert head["weight"].shape == (4, backbone.feature_dim) and not head["weight"].any() and not head["bias"].any()

@@ -138,12 +138,30 @@ _CHILD_CODE = (
 
 
 def peak_rss_in_subprocess(fn: Callable[..., Any], *args: Any, timeout: float = 600, **kwargs: Any) -> tuple[int, Any]:
-    """Run ``fn(*args, **kwargs)`` in a fresh interpreter; return (its peak RSS in bytes, its result).
+    """Run ``fn(*args, **kwargs)`` in a fresh interpreter and measure its peak resident set size.
 
-    ``fn`` must be importable (a module-level function) and its arguments and result picklable.  The
-    child is a plain ``python -c`` process, not a multiprocessing one, so it never re-runs the caller's
-    ``__main__`` (a script without a main guard, a Streamlit page) and a child that dies is reported at
-    once.  Raises ``RuntimeError`` when ``fn`` raises, the child dies, or it runs past ``timeout`` seconds.
+    The child is a plain ``python -c`` process, not a multiprocessing one, so it never re-runs the
+    caller's ``__main__`` (a script without a main guard, a Streamlit page) and a child that dies is
+    reported at once.
+
+    Parameters
+    ----------
+    fn : callable
+        An importable (module-level) function; its arguments and result must pickle.
+    *args, **kwargs
+        Its arguments.
+    timeout : float
+        Seconds the child may run.
+
+    Returns
+    -------
+    (int, object)
+        The child's peak RSS in bytes, and ``fn``'s result.
+
+    Raises
+    ------
+    RuntimeError
+        When ``fn`` raises, the child dies, or it runs past ``timeout`` seconds.
     """
     with tempfile.TemporaryDirectory(prefix="metalab-rss-") as folder:
         path, payload, answer = (os.path.join(folder, name) for name in ("path", "payload", "answer"))
@@ -174,7 +192,20 @@ def peak_rss_in_subprocess(fn: Callable[..., Any], *args: Any, timeout: float = 
 
 
 def cuda_peak_bytes(fn: Callable[[], Any], device: torch.device | str = "cuda") -> tuple[int, Any]:
-    """Peak CUDA memory allocated while ``fn()`` runs, above what was allocated before; and its result."""
+    """Peak CUDA memory allocated while ``fn()`` runs, above what was allocated before.
+
+    Parameters
+    ----------
+    fn : callable
+        Called once with no arguments.
+    device : torch.device or str
+        A CUDA device (anything else is a ValueError).
+
+    Returns
+    -------
+    (int, object)
+        The peak in bytes above the allocation before the call, and ``fn()``'s result.
+    """
     device = torch.device(device)
     if device.type != "cuda":
         raise ValueError(f"device={device!s} is not allowed: cuda_peak_bytes needs a CUDA device")

@@ -36,7 +36,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from metalab.core.checks import check_choice, check_int, check_number
-from metalab.implicit.common import BATCH_MODES, finish
+from metalab.core.results import BATCH_MODES, finish
 
 METHODS = ("maml", "fomaml", "anil", "reptile")
 ALIASES = {"maml_fz": "anil"}

@@ -1,7 +1,10 @@
 """Implicit (CG-based) meta-learning hypergradients and their unrolled baselines.
 
 ``hypergradient(method, backbone, params, head, support_x, support_y, query_x, query_y, **options)``
-computes a meta-gradient for one meta-batch; ``method`` is a key of ``HYPERGRADIENTS``.
+computes a meta-gradient for one meta-batch; ``method`` is a key of ``HYPERGRADIENTS``.  It returns a
+:class:`metalab.core.results.HypergradResult` (shared with :mod:`metalab.gbml`).
+:mod:`metalab.implicit.measure` measures what one call costs (graph memory, time, peak RSS) and
+:mod:`metalab.implicit.evaluation` how well a meta-learned network adapts.
 """
 
 from metalab.implicit.baselines import (
@@ -20,12 +23,7 @@ from metalab.implicit.cg import (
     conjugate_gradient,
     stack_results,
 )
-from metalab.implicit.common import (
-    BATCH_MODES,
-    HypergradientWarning,
-    HypergradResult,
-    Options,
-)
+from metalab.implicit.common import Options, quiet_numerics
 from metalab.implicit.hypergrad import (
     WarmStart,
     dense_implicit_hypergradient,
@@ -35,12 +33,9 @@ from metalab.implicit.hypergrad import (
 from metalab.implicit.registry import HYPERGRADIENTS, hypergradient
 
 __all__ = [
-    "BATCH_MODES",
     "CGResult",
     "CGWarning",
     "HYPERGRADIENTS",
-    "HypergradResult",
-    "HypergradientWarning",
     "Options",
     "STATUSES",
     "WarmStart",
@@ -55,6 +50,7 @@ __all__ = [
     "itd_bio",
     "itd_bio_recompute",
     "maml",
+    "quiet_numerics",
     "stack_results",
     "unfused_implicit_hypergradient",
 ]

@@ -28,36 +28,68 @@ import torch
 from torch.func import functional_call, vmap
 from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
 
-from metalab.core import ConfigError
+from metalab.core.results import HypergradResult, finish
 from metalab.implicit import heads
-from metalab.implicit.cg import conjugate_gradient, stack_results
-from metalab.implicit.common import HypergradResult, Options, check_feature_dim, finish
+from metalab.implicit.cg import CGResult, conjugate_gradient, stack_results
+from metalab.implicit.common import Options, check_feature_dim
 from metalab.implicit.hypergrad import prepare
+
+Tree = Any
+#: the whole network as a pytree: (backbone parameters, head)
+Network = tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]
+#: ``grad_fn(objective, tree, create_graph) -> gradient tree``
+GradFn = Callable[[Callable[[Tree], torch.Tensor], Tree, bool], Tree]
+
+
+def imaml_prox_rule(inner_lr: float) -> str:
+    """What iMAML allows for ``prox`` at step size ``inner_lr``, in words (error messages quote it)."""
+    return f"< 2 / inner_lr = {2 / inner_lr:g} for iMAML: at inner_lr·prox >= 2 its proximal inner loop diverges"
 
 
 def check_imaml_prox(prox: float, inner_lr: float) -> None:
     """iMAML's inner step w ← w − inner_lr·(∇g + prox·(w − θ)) multiplies w − θ by (1 − inner_lr·prox)
-    through the proximal term alone, so the inner loop diverges unless inner_lr·prox < 2."""
+    through the proximal term alone, so the inner loop diverges unless inner_lr·prox < 2.
+
+    Raises
+    ------
+    ValueError
+        Naming ``prox`` and the bound 2 / inner_lr when inner_lr·prox >= 2.
+    """
     if inner_lr * prox >= 2:
-        raise ConfigError(
-            "prox",
-            prox,
-            f"< 2 / inner_lr = {2 / inner_lr:g} for iMAML: at inner_lr·prox >= 2 its proximal inner loop diverges",
-        )
+        raise ValueError(f"prox={prox!r} is not allowed: {imaml_prox_rule(inner_lr)}")
 
 
-Tree = Any
+# ---------------------------------------------------------------------------------------------
+# Gradients of an objective of a pytree, and gradient descent with them
 
 
 def _grad_autograd(fn: Callable[[Tree], torch.Tensor], tree: Tree, create_graph: bool) -> Tree:
+    """Plain autograd; ``tree``'s leaves must require grad."""
     leaves, spec = tree_flatten(tree)
     grads = torch.autograd.grad(fn(tree), leaves, create_graph=create_graph)
     return tree_unflatten(list(grads), spec)
 
 
+def _grad_detached(fn: Callable[[Tree], torch.Tensor], tree: Tree, create_graph: bool) -> Tree:
+    """Plain autograd at a detached copy of ``tree``: the gradient's value, no graph back to ``tree``."""
+    return _grad_autograd(fn, tree_map(lambda w: w.detach().requires_grad_(True), tree), False)
+
+
 def _grad_func(fn: Callable[[Tree], torch.Tensor], tree: Tree, create_graph: bool) -> Tree:
+    """torch.func (works under vmap); detached unless ``create_graph``."""
     grads = torch.func.grad(fn)(tree)
     return grads if create_graph else tree_map(torch.Tensor.detach, grads)
+
+
+def descend(
+    objective: Callable[[Tree], torch.Tensor], tree: Tree, steps: int, lr: float, grad_fn: GradFn, create_graph: bool
+) -> Tree:
+    """``steps`` gradient steps ``w ← w − lr ∇objective(w)`` on a pytree; differentiable through the
+    steps when ``create_graph``."""
+    for _ in range(steps):
+        g = grad_fn(objective, tree, create_graph)
+        tree = tree_map(lambda w, gw: w - lr * gw, tree, g)
+    return tree
 
 
 def _features(backbone: torch.nn.Module, params: dict[str, torch.Tensor], x: torch.Tensor, head: dict) -> torch.Tensor:
@@ -66,21 +98,71 @@ def _features(backbone: torch.nn.Module, params: dict[str, torch.Tensor], x: tor
     return Z
 
 
+def network_loss(backbone: torch.nn.Module, net: Network, x: torch.Tensor, Y: torch.Tensor, l2: float) -> torch.Tensor:
+    """``g(net) = CE(x; θ, φ) + (l2/2)||φ||²`` of the whole network ``net = (θ, φ)`` on one task."""
+    return heads.loss(net[1], _features(backbone, net[0], x, net[1]), Y, l2)
+
+
+def _proximal_loss(backbone, anchor: Network, prox: float, l2: float, net: Network, x, Y) -> torch.Tensor:
+    """``g(net) + (prox/2)||net − anchor||²`` (iMAML's inner objective)."""
+    pairs = zip(tree_flatten(net)[0], tree_flatten(anchor)[0], strict=True)
+    return network_loss(backbone, net, x, Y, l2) + 0.5 * prox * sum((w - a).square().sum() for w, a in pairs)
+
+
+def adapt_network(
+    backbone: torch.nn.Module,
+    net: Network,
+    x: torch.Tensor,
+    Y: torch.Tensor,
+    opts: Options,
+    *,
+    proximal: bool = False,
+    grad_fn: GradFn = _grad_func,
+    create_graph: bool = False,
+) -> Network:
+    """The whole network's inner loop on one task: K steps on g from ``net`` (MAML), or on g plus
+    iMAML's proximal term (prox/2)||w − net||² anchored at the start when ``proximal``.
+
+    Parameters
+    ----------
+    backbone : nn.Module
+        The backbone, called functionally with ``net[0]``.
+    net : (dict, dict)
+        The start (θ, φ): backbone parameters and head.
+    x, Y : tensor
+        One task's support inputs (n, ...) and one-hot labels (n, C).
+    opts : Options
+        ``inner_steps`` K, ``inner_lr``, ``l2`` and (with ``proximal``) ``prox``.
+    proximal : bool
+        Add iMAML's proximal term.
+    grad_fn, create_graph
+        How gradients are taken (torch.func by default, so it runs under vmap) and whether the steps
+        stay differentiable.
+
+    Returns
+    -------
+    (dict, dict)
+        The adapted network.
+    """
+    if proximal:
+        objective = partial(_proximal_loss, backbone, net, opts.prox, opts.l2, x=x, Y=Y)
+    else:
+        objective = lambda n: network_loss(backbone, n, x, Y, opts.l2)  # noqa: E731
+    return descend(objective, net, opts.inner_steps, opts.inner_lr, grad_fn, create_graph)
+
+
+def _query_result(scores: torch.Tensor, Y: torch.Tensor, adapted_head: dict[str, torch.Tensor]):
+    loss = heads.cross_entropy(scores, Y)
+    return loss, (loss.detach(), heads.accuracy(scores, Y).detach(), {k: v.detach() for k, v in adapted_head.items()})
+
+
 # ---------------------------------------------------------------------------------------------
 # Per-task outer losses: (params, head, xs, ys, xq, yq) -> (query loss, (loss, accuracy, adapted head))
 
 
 def _maml_task(grad_fn, first_order, backbone, opts, params, head, xs, ys, xq, yq):
-    def inner(net):
-        return heads.loss(net[1], _features(backbone, net[0], xs, net[1]), ys, opts.l2)
-
-    net = (params, head)
-    for _ in range(opts.inner_steps):
-        g = grad_fn(inner, net, not first_order)
-        net = tree_map(lambda w, gw: w - opts.inner_lr * gw, net, g)
-    scores = heads.logits(net[1], _features(backbone, net[0], xq, net[1]))
-    loss = heads.cross_entropy(scores, yq)
-    return loss, (loss.detach(), heads.accuracy(scores, yq).detach(), {k: v.detach() for k, v in net[1].items()})
+    net = adapt_network(backbone, (params, head), xs, ys, opts, grad_fn=grad_fn, create_graph=not first_order)
+    return _query_result(heads.logits(net[1], _features(backbone, net[0], xq, net[1])), yq, net[1])
 
 
 def _head_unroll_task(recompute, backbone, opts, params, head, xs, ys, xq, yq):
@@ -90,9 +172,43 @@ def _head_unroll_task(recompute, backbone, opts, params, head, xs, ys, xq, yq):
         Z = _features(backbone, params, xs, head) if recompute else Zs
         g = heads.grad(phi, Z, ys, opts.l2)
         phi = {k: phi[k] - opts.inner_lr * g[k] for k in phi}
-    scores = heads.logits(phi, _features(backbone, params, xq, head))
-    loss = heads.cross_entropy(scores, yq)
-    return loss, (loss.detach(), heads.accuracy(scores, yq).detach(), {k: v.detach() for k, v in phi.items()})
+    return _query_result(heads.logits(phi, _features(backbone, params, xq, head)), yq, phi)
+
+
+def _unrolled_vmap(task_fn, wrt_head: bool, params, head, tasks):
+    """Every task's gradient at once with torch.func; returns (hypergrad, head_grad, losses, accs, adapted)."""
+    argnums = (0, 1) if wrt_head else 0
+    batched = vmap(torch.func.grad(task_fn, argnums=argnums, has_aux=True), in_dims=(None, None, 0, 0, 0, 0))
+    grads, (losses, accs, adapted) = batched(
+        params, head, tasks.support_x, tasks.support_onehot, tasks.query_x, tasks.query_onehot
+    )
+    g_params, g_head = grads if wrt_head else (grads, None)
+    head_grad = None if g_head is None else {k: v.mean(0) for k, v in g_head.items()}
+    return {k: v.mean(0) for k, v in g_params.items()}, head_grad, losses, accs, adapted
+
+
+def _unrolled_sequential(task_fn, wrt_head: bool, params, head, tasks):
+    """The same, task by task with plain autograd (graph memory of one task)."""
+    hypergrad = {k: torch.zeros_like(v) for k, v in params.items()}
+    head_grad = {k: torch.zeros_like(v) for k, v in head.items()} if wrt_head else None
+    losses, accs, adapted = [], [], []
+    for t in range(tasks.n_tasks):
+        p = {k: v.clone().requires_grad_(True) for k, v in params.items()}
+        h = {k: v.clone().requires_grad_(wrt_head) for k, v in head.items()}
+        loss, (value, accuracy, phi) = task_fn(p, h, *tasks.task(t))
+        targets = {**{("p", k): v for k, v in p.items()}, **({("h", k): v for k, v in h.items()} if wrt_head else {})}
+        grads = torch.autograd.grad(loss, list(targets.values()), allow_unused=True)
+        for (kind, k), g in zip(targets, grads, strict=True):
+            if g is not None:
+                (hypergrad if kind == "p" else head_grad)[k] += g
+        losses.append(value)
+        accs.append(accuracy)
+        adapted.append(phi)
+        del loss, grads, p, h
+    B = tasks.n_tasks
+    head_grad = None if head_grad is None else {k: v / B for k, v in head_grad.items()}
+    stacked = {k: torch.stack([a[k] for a in adapted]) for k in head}
+    return {k: v / B for k, v in hypergrad.items()}, head_grad, torch.stack(losses), torch.stack(accs), stacked
 
 
 def _run_unrolled(
@@ -100,41 +216,11 @@ def _run_unrolled(
 ) -> HypergradResult:
     opts = Options(**options)
     backbone, params, head, tasks = prepare(backbone, params, head, sx, sy, qx, qy)
-    B = tasks.n_tasks
     if opts.batch_mode == "vmap":
-        task_fn = make_task(_grad_func, backbone, opts)
-        argnums = (0, 1) if wrt_head else 0
-        batched = vmap(torch.func.grad(task_fn, argnums=argnums, has_aux=True), in_dims=(None, None, 0, 0, 0, 0))
-        grads, (losses, accs, adapted) = batched(
-            params, head, tasks.support_x, tasks.support_onehot, tasks.query_x, tasks.query_onehot
-        )
-        g_params, g_head = grads if wrt_head else (grads, None)
-        hypergrad = {k: v.mean(0) for k, v in g_params.items()}
-        head_grad = None if g_head is None else {k: v.mean(0) for k, v in g_head.items()}
+        run = partial(_unrolled_vmap, make_task(_grad_func, backbone, opts))
     else:
-        task_fn = make_task(_grad_autograd, backbone, opts)
-        hypergrad = {k: torch.zeros_like(v) for k, v in params.items()}
-        head_grad = {k: torch.zeros_like(v) for k, v in head.items()} if wrt_head else None
-        loss_list, acc_list, adapted_list = [], [], []
-        for t in range(B):
-            p = {k: v.clone().requires_grad_(True) for k, v in params.items()}
-            h = {k: v.clone().requires_grad_(wrt_head) for k, v in head.items()}
-            loss, (lv, acc, phi) = task_fn(p, h, *tasks.task(t))
-            targets = list(p.values()) + (list(h.values()) if wrt_head else [])
-            grads = torch.autograd.grad(loss, targets, allow_unused=True)
-            names = [("p", k) for k in p] + ([("h", k) for k in h] if wrt_head else [])
-            for (kind, k), g in zip(names, grads):
-                if g is not None:
-                    (hypergrad if kind == "p" else head_grad)[k] += g
-            loss_list.append(lv)
-            acc_list.append(acc)
-            adapted_list.append(phi)
-            del loss, grads, p, h
-        hypergrad = {k: v / B for k, v in hypergrad.items()}
-        if head_grad is not None:
-            head_grad = {k: v / B for k, v in head_grad.items()}
-        losses, accs = torch.stack(loss_list), torch.stack(acc_list)
-        adapted = {k: torch.stack([a[k] for a in adapted_list]) for k in head}
+        run = partial(_unrolled_sequential, make_task(_grad_autograd, backbone, opts))
+    hypergrad, head_grad, losses, accs, adapted = run(wrt_head, params, head, tasks)
     return finish(method, hypergrad, head_grad, losses.mean(), accs.mean(), adapted_head=adapted)
 
 
@@ -146,157 +232,210 @@ def _unroll_maker(recompute: bool):
     return lambda grad_fn, backbone, opts: partial(_head_unroll_task, recompute, backbone, opts)
 
 
-def maml(backbone, params, head, support_x, support_y, query_x, query_y, **options: Any) -> HypergradResult:
-    """Second-order MAML on the whole network (backbone and head both adapt and are meta-learned)."""
+#: (task maker, meta-learns the head) of every unrolled method
+_UNROLLED = {
+    "maml": (_maml_maker(False), True),
+    "fomaml": (_maml_maker(True), True),
+    "anil": (_unroll_maker(False), True),
+    "anil_recompute": (_unroll_maker(True), True),
+    "itd_bio": (_unroll_maker(False), False),
+    "itd_bio_recompute": (_unroll_maker(True), False),
+}
+
+
+def _unrolled(method: str, backbone, params, head, support_x, support_y, query_x, query_y, options) -> HypergradResult:
+    make_task, wrt_head = _UNROLLED[method]
     return _run_unrolled(
-        "maml", _maml_maker(False), True, backbone, params, head, support_x, support_y, query_x, query_y, options
+        method, make_task, wrt_head, backbone, params, head, support_x, support_y, query_x, query_y, options
     )
+
+
+def maml(backbone, params, head, support_x, support_y, query_x, query_y, **options: Any) -> HypergradResult:
+    """Second-order MAML on the whole network (backbone and head both adapt and are meta-learned).
+
+    Parameters
+    ----------
+    backbone, params, head, support_x, support_y, query_x, query_y, **options
+        As in :func:`~metalab.implicit.registry.hypergradient` (reads inner_steps, inner_lr, l2, batch_mode).
+
+    Returns
+    -------
+    HypergradResult
+        The backbone's meta-gradient and the head initialisation's, averaged over the tasks, and the adapted heads.
+    """
+    return _unrolled("maml", backbone, params, head, support_x, support_y, query_x, query_y, options)
 
 
 def fomaml(backbone, params, head, support_x, support_y, query_x, query_y, **options: Any) -> HypergradResult:
-    """First-order MAML: the query gradient at the adapted weights."""
-    return _run_unrolled(
-        "fomaml", _maml_maker(True), True, backbone, params, head, support_x, support_y, query_x, query_y, options
-    )
+    """First-order MAML: the query gradient at the adapted weights.
+
+    Parameters
+    ----------
+    backbone, params, head, support_x, support_y, query_x, query_y, **options
+        As in :func:`~metalab.implicit.registry.hypergradient` (reads inner_steps, inner_lr, l2, batch_mode).
+
+    Returns
+    -------
+    HypergradResult
+        The backbone's meta-gradient and the head initialisation's, averaged over the tasks, and the adapted heads.
+    """
+    return _unrolled("fomaml", backbone, params, head, support_x, support_y, query_x, query_y, options)
 
 
 def anil(backbone, params, head, support_x, support_y, query_x, query_y, **options: Any) -> HypergradResult:
-    """ANIL with the backbone features computed once per task."""
-    return _run_unrolled(
-        "anil", _unroll_maker(False), True, backbone, params, head, support_x, support_y, query_x, query_y, options
-    )
+    """ANIL with the backbone features computed once per task.
+
+    Parameters
+    ----------
+    backbone, params, head, support_x, support_y, query_x, query_y, **options
+        As in :func:`~metalab.implicit.registry.hypergradient` (reads inner_steps, inner_lr, l2, batch_mode).
+
+    Returns
+    -------
+    HypergradResult
+        The backbone's meta-gradient and the head initialisation's, averaged over the tasks, and the adapted heads.
+    """
+    return _unrolled("anil", backbone, params, head, support_x, support_y, query_x, query_y, options)
 
 
 def anil_recompute(backbone, params, head, support_x, support_y, query_x, query_y, **options: Any) -> HypergradResult:
-    """ANIL recomputing the support features with graph at every inner step (the authors' baseline)."""
-    return _run_unrolled(
-        "anil_recompute",
-        _unroll_maker(True),
-        True,
-        backbone,
-        params,
-        head,
-        support_x,
-        support_y,
-        query_x,
-        query_y,
-        options,
-    )
+    """ANIL recomputing the support features with graph at every inner step (the authors' baseline).
+
+    Parameters
+    ----------
+    backbone, params, head, support_x, support_y, query_x, query_y, **options
+        As in :func:`~metalab.implicit.registry.hypergradient` (reads inner_steps, inner_lr, l2, batch_mode).
+
+    Returns
+    -------
+    HypergradResult
+        The backbone's meta-gradient and the head initialisation's, averaged over the tasks, and the adapted heads.
+    """
+    return _unrolled("anil_recompute", backbone, params, head, support_x, support_y, query_x, query_y, options)
 
 
 def itd_bio(backbone, params, head, support_x, support_y, query_x, query_y, **options: Any) -> HypergradResult:
-    """ITD-BiO: backpropagation through K head steps on once-computed features; backbone only."""
-    return _run_unrolled(
-        "itd_bio", _unroll_maker(False), False, backbone, params, head, support_x, support_y, query_x, query_y, options
-    )
+    """ITD-BiO: backpropagation through K head steps on once-computed features; backbone only.
+
+    Parameters
+    ----------
+    backbone, params, head, support_x, support_y, query_x, query_y, **options
+        As in :func:`~metalab.implicit.registry.hypergradient` (reads inner_steps, inner_lr, l2, batch_mode).
+
+    Returns
+    -------
+    HypergradResult
+        The backbone's meta-gradient, averaged over the tasks, and the adapted heads.
+    """
+    return _unrolled("itd_bio", backbone, params, head, support_x, support_y, query_x, query_y, options)
 
 
 def itd_bio_recompute(
     backbone, params, head, support_x, support_y, query_x, query_y, **options: Any
 ) -> HypergradResult:
-    """ITD-BiO with features recomputed with graph at every inner step (the authors' baseline)."""
-    return _run_unrolled(
-        "itd_bio_recompute",
-        _unroll_maker(True),
-        False,
-        backbone,
-        params,
-        head,
-        support_x,
-        support_y,
-        query_x,
-        query_y,
-        options,
-    )
+    """ITD-BiO with features recomputed with graph at every inner step (the authors' baseline).
+
+    Parameters
+    ----------
+    backbone, params, head, support_x, support_y, query_x, query_y, **options
+        As in :func:`~metalab.implicit.registry.hypergradient` (reads inner_steps, inner_lr, l2, batch_mode).
+
+    Returns
+    -------
+    HypergradResult
+        The backbone's meta-gradient, averaged over the tasks, and the adapted heads.
+    """
+    return _unrolled("itd_bio_recompute", backbone, params, head, support_x, support_y, query_x, query_y, options)
 
 
 # ---------------------------------------------------------------------------------------------
-# iMAML
+# iMAML: K proximal steps, then CG on (I + ∇²g / prox) v = ∇f(w_K)
+
+
+def _outer(backbone, net: Network, xq, yq):
+    scores = heads.logits(net[1], _features(backbone, net[0], xq, net[1]))
+    loss = heads.cross_entropy(scores, yq)
+    return loss, (loss.detach(), heads.accuracy(scores, yq).detach())
+
+
+def _solve_imaml(operator, rhs: Tree, opts: Options, batch_dims: int) -> CGResult:
+    """CG on the iMAML system; a non-finite right-hand side (a diverged inner loop) is passed through
+    unsolved, for :func:`~metalab.core.results.finish` to report."""
+    if all(bool(torch.isfinite(t).all()) for t in tree_flatten(rhs)[0]):
+        return conjugate_gradient(operator, rhs, max_iter=opts.cg_steps, tol=opts.cg_tol, batch_dims=batch_dims)
+    cg = conjugate_gradient(lambda u: u, tree_map(torch.zeros_like, rhs), max_iter=0, batch_dims=batch_dims)
+    cg.solution = rhs
+    return cg
+
+
+def _imaml_vmap(backbone, anchor: Network, tasks, opts: Options):
+    """All tasks at once: (CG result over the batch, query losses, accuracies, adapted heads)."""
+    adapt = lambda xs, ys: adapt_network(backbone, anchor, xs, ys, opts, proximal=True, create_graph=True)  # noqa: E731
+    net_k = vmap(adapt)(tasks.support_x, tasks.support_onehot)
+    outer = partial(_outer, backbone)
+    rhs, (losses, accs) = vmap(torch.func.grad(outer, has_aux=True))(net_k, tasks.query_x, tasks.query_onehot)
+    inner_grad = torch.func.grad(partial(network_loss, backbone), argnums=0)
+
+    def task_hvp(net, u, xs, ys):
+        return torch.func.jvp(lambda n: inner_grad(n, xs, ys, opts.l2), (net,), (u,))[1]
+
+    def operator(u):
+        hu = vmap(task_hvp)(net_k, u, tasks.support_x, tasks.support_onehot)
+        return tree_map(lambda a, b: a + b / opts.prox, u, hu)
+
+    return _solve_imaml(operator, rhs, opts, batch_dims=1), losses, accs, net_k[1]
+
+
+def _imaml_one_task(backbone, anchor: Network, opts: Options, xs, ys, xq, yq):
+    """One task with plain autograd: (CG result, query loss, accuracy, adapted head)."""
+    net = adapt_network(backbone, anchor, xs, ys, opts, proximal=True, grad_fn=_grad_detached)
+    leaves = tree_map(lambda w: w.detach().requires_grad_(True), net)
+    flat, spec = tree_flatten(leaves)
+    q_loss, (_, q_acc) = _outer(backbone, leaves, xq, yq)
+    rhs = tree_unflatten(list(torch.autograd.grad(q_loss, flat)), spec)
+    dg = torch.autograd.grad(network_loss(backbone, leaves, xs, ys, opts.l2), flat, create_graph=True)
+
+    def operator(u):
+        u_flat = tree_flatten(u)[0]
+        hu = torch.autograd.grad(dg, flat, grad_outputs=u_flat, retain_graph=True)
+        return tree_unflatten([a + b / opts.prox for a, b in zip(u_flat, hu, strict=True)], spec)
+
+    cg = _solve_imaml(operator, rhs, opts, batch_dims=0)
+    return cg, q_loss.detach(), q_acc, {k: v.detach() for k, v in net[1].items()}
+
+
+def _imaml_sequential(backbone, anchor: Network, tasks, opts: Options):
+    """Task by task (graph memory of one task); the same outputs as :func:`_imaml_vmap`."""
+    solved = [_imaml_one_task(backbone, anchor, opts, *tasks.task(t)) for t in range(tasks.n_tasks)]
+    adapted = {k: torch.stack([s[3][k] for s in solved]) for k in anchor[1]}
+    losses, accs = torch.stack([s[1] for s in solved]), torch.stack([s[2] for s in solved])
+    return stack_results([s[0] for s in solved]), losses, accs, adapted
 
 
 def imaml(backbone, params, head, support_x, support_y, query_x, query_y, **options: Any) -> HypergradResult:
     """iMAML: K steps on g + (prox/2)||w − θ||² from w = θ, then N CG steps on (I + ∇²g/prox) v = ∇f(w_K).
 
-    The meta-gradient v covers the backbone (``hypergrad``) and the head (``head_hypergrad``).
+    Parameters
+    ----------
+    backbone, params, head
+        The network (a buffer-free module, its parameters as a dict) and the head dict.
+    support_x, support_y, query_x, query_y : tensor
+        The meta-batch: inputs (B, n, ...) and integer labels (B, n).
+    **options
+        See :class:`~metalab.implicit.common.Options`; ``inner_lr·prox`` must be below 2.
+
+    Returns
+    -------
+    HypergradResult
+        The meta-gradient v for the backbone (``hypergrad``) and the head (``head_hypergrad``),
+        averaged over the tasks, with the CG result(s) in ``cg``.
     """
     opts = Options(**options)
     check_imaml_prox(opts.prox, opts.inner_lr)
     backbone, params, head, tasks = prepare(backbone, params, head, support_x, support_y, query_x, query_y)
-    B = tasks.n_tasks
-    anchor = (params, head)
-
-    def inner(net, xs, ys):
-        return heads.loss(net[1], _features(backbone, net[0], xs, net[1]), ys, opts.l2)
-
-    def outer(net, xq, yq):
-        scores = heads.logits(net[1], _features(backbone, net[0], xq, net[1]))
-        loss = heads.cross_entropy(scores, yq)
-        return loss, (loss.detach(), heads.accuracy(scores, yq).detach())
-
-    def proximal(net, xs, ys):
-        distance = sum((w - a).square().sum() for w, a in zip(tree_flatten(net)[0], tree_flatten(anchor)[0]))
-        return inner(net, xs, ys) + 0.5 * opts.prox * distance
-
-    if opts.batch_mode == "vmap":
-
-        def adapt(xs, ys):
-            net = anchor
-            for _ in range(opts.inner_steps):
-                g = torch.func.grad(proximal)(net, xs, ys)
-                net = tree_map(lambda w, gw: w - opts.inner_lr * gw, net, g)
-            return net
-
-        net_k = vmap(adapt)(tasks.support_x, tasks.support_onehot)
-        rhs, (losses, accs) = vmap(torch.func.grad(outer, has_aux=True))(net_k, tasks.query_x, tasks.query_onehot)
-
-        def task_hvp(net, u, xs, ys):
-            return torch.func.jvp(lambda n: torch.func.grad(inner)(n, xs, ys), (net,), (u,))[1]
-
-        def operator(u):
-            hu = vmap(task_hvp)(net_k, u, tasks.support_x, tasks.support_onehot)
-            return tree_map(lambda a, b: a + b / opts.prox, u, hu)
-
-        if all(bool(torch.isfinite(t).all()) for t in tree_flatten(rhs)[0]):
-            cg = conjugate_gradient(operator, rhs, max_iter=opts.cg_steps, tol=opts.cg_tol, batch_dims=1)
-        else:
-            cg = conjugate_gradient(lambda u: u, tree_map(torch.zeros_like, rhs), max_iter=0, batch_dims=1)
-            cg.solution = rhs  # non-finite: `finish` reports it
-        v_params, v_head = cg.solution
-        adapted = net_k[1]
-    else:
-        results, loss_list, acc_list, adapted_list = [], [], [], []
-        for t in range(B):
-            xs, ys, xq, yq = tasks.task(t)
-            net = anchor
-            for _ in range(opts.inner_steps):
-                leaves = tree_map(lambda w: w.detach().requires_grad_(True), net)
-                g = _grad_autograd(lambda n: proximal(n, xs, ys), leaves, False)
-                net = tree_map(lambda w, gw: (w - opts.inner_lr * gw).detach(), leaves, g)
-            leaves = tree_map(lambda w: w.detach().requires_grad_(True), net)
-            flat, spec = tree_flatten(leaves)
-            q_loss, (_, q_acc) = outer(leaves, xq, yq)
-            rhs = tree_unflatten(list(torch.autograd.grad(q_loss, flat)), spec)
-            dg = torch.autograd.grad(inner(leaves, xs, ys), flat, create_graph=True)
-
-            def operator(u):
-                u_flat = tree_flatten(u)[0]
-                hu = torch.autograd.grad(dg, flat, grad_outputs=u_flat, retain_graph=True)
-                return tree_unflatten([a + b / opts.prox for a, b in zip(u_flat, hu)], spec)
-
-            if all(bool(torch.isfinite(t).all()) for t in tree_flatten(rhs)[0]):
-                cg = conjugate_gradient(operator, rhs, max_iter=opts.cg_steps, tol=opts.cg_tol)
-            else:
-                cg = conjugate_gradient(lambda u: u, tree_map(torch.zeros_like, rhs), max_iter=0)
-                cg.solution = rhs
-            results.append(cg)
-            loss_list.append(q_loss.detach())
-            acc_list.append(q_acc)
-            adapted_list.append({k: v.detach() for k, v in net[1].items()})
-            del dg, leaves, flat
-        cg = stack_results(results)
-        v_params, v_head = cg.solution
-        losses, accs = torch.stack(loss_list), torch.stack(acc_list)
-        adapted = {k: torch.stack([a[k] for a in adapted_list]) for k in head}
+    solve = _imaml_vmap if opts.batch_mode == "vmap" else _imaml_sequential
+    cg, losses, accs, adapted = solve(backbone, (params, head), tasks, opts)
+    v_params, v_head = cg.solution
     hypergrad = {k: v.mean(0) for k, v in v_params.items()}
     head_grad = {k: v.mean(0) for k, v in v_head.items()}
     return finish("imaml", hypergrad, head_grad, losses.mean(), accs.mean(), cg=cg, adapted_head=adapted)

@@ -5,6 +5,14 @@ structure to another.  With ``batch_dims=1`` the leading dimension of every leaf
 systems (one per task) which are solved together: each gets its own step sizes, stopping test and
 status, and a finished system is frozen while the others go on.
 
+One CG iteration of a system still active, with residual ``r = b − A x`` and direction ``p``::
+
+    α = rᵀr / pᵀAp,   x ← x + α p,   r ← r − α A p,   β = r'ᵀr' / rᵀr,   p ← r' + β p
+
+:func:`conjugate_gradient` is three steps: the checks of its inputs (:func:`_system`, which also
+builds the start, :func:`_start`), the loop of iterations (:func:`_iterate`), and the decision of each
+system's status and of the solution returned (:func:`_conclude`).
+
 Failure is never silent.  A step with ``pᵀAp <= 0`` (or a non-finite value) stops that system with
 status ``"nonpositive_curvature"``; a residual that grows beyond ``divergence_factor * ||b||`` or
 turns non-finite stops it with ``"diverged"``.  Either way a :class:`CGWarning` is issued and the
@@ -20,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch.utils._pytree import tree_flatten, tree_unflatten
+from torch.utils._pytree import TreeSpec, tree_flatten, tree_unflatten
 
 from metalab.core.checks import check_int, check_number
 
@@ -35,6 +43,9 @@ _NAMES = {
     _NONPOSITIVE: "nonpositive_curvature",
     _DIVERGED: "diverged",
 }
+_CODES = {name: code for code, name in _NAMES.items()}
+
+Leaves = list[torch.Tensor]
 
 
 class CGWarning(RuntimeWarning):
@@ -70,9 +81,10 @@ class CGResult:
         return torch.where(self.rhs_norm > 0, final / self.rhs_norm.clamp_min(torch.finfo(final.dtype).tiny), 0.0)
 
 
-def _dot(a: list[torch.Tensor], b: list[torch.Tensor], batch_dims: int) -> torch.Tensor:
+def _dot(a: Leaves, b: Leaves, batch_dims: int) -> torch.Tensor:
+    """``aᵀb`` per system (summed over every leaf and every non-batch dimension)."""
     total = None
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=True):
         term = (x * y).reshape(*x.shape[:batch_dims], -1).sum(-1)
         total = term if total is None else total + term
     return total
@@ -83,8 +95,204 @@ def _expand(scalar: torch.Tensor, leaf: torch.Tensor) -> torch.Tensor:
     return scalar.reshape(scalar.shape + (1,) * (leaf.ndim - scalar.ndim))
 
 
-def _select(mask: torch.Tensor, new: list[torch.Tensor], old: list[torch.Tensor]) -> list[torch.Tensor]:
-    return [torch.where(_expand(mask, n), n, o) for n, o in zip(new, old)]
+def _select(mask: torch.Tensor, new: Leaves, old: Leaves) -> Leaves:
+    """Per system: ``new`` where ``mask``, else ``old``."""
+    return [torch.where(_expand(mask, n), n, o) for n, o in zip(new, old, strict=True)]
+
+
+def _axpy(alpha: torch.Tensor, x: Leaves, y: Leaves) -> Leaves:
+    """``y + α x`` leaf by leaf, with one ``α`` per system."""
+    return [yi + _expand(alpha, xi) * xi for xi, yi in zip(x, y, strict=True)]
+
+
+def _safe_ratio(numerator: torch.Tensor, denominator: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
+    """``numerator / denominator`` where ``where`` holds, 0 elsewhere (no division by an unused value)."""
+    quotient = numerator / torch.where(where, denominator, torch.ones_like(denominator))
+    return torch.where(where, quotient, torch.zeros_like(numerator))
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. the inputs
+
+
+@dataclass(frozen=True)
+class _System:
+    """A checked problem: ``b``'s leaves and structure, the operator on leaves, and the stopping rules."""
+
+    b: Leaves
+    spec: TreeSpec
+    apply: Callable[[Leaves], Leaves]
+    b_norm: torch.Tensor
+    batch_dims: int
+    tol: float
+    divergence_factor: float
+
+
+def _rhs_leaves(b: Any, batch_dims: int) -> tuple[Leaves, TreeSpec]:
+    """``b``'s leaves (detached) and structure; every leaf a finite tensor with the same batch shape."""
+    leaves, spec = tree_flatten(b)
+    if not leaves or not all(isinstance(t, torch.Tensor) for t in leaves):
+        raise ValueError("b must be a tensor or a non-empty dict/tuple of tensors")
+    batch_shape = leaves[0].shape[:batch_dims]
+    for leaf in leaves:
+        if leaf.ndim < batch_dims or leaf.shape[:batch_dims] != batch_shape:
+            raise ValueError(
+                f"b has leaves with batch shapes {batch_shape} and {leaf.shape[:batch_dims]}; "
+                "with batch_dims=1 all leaves need the same leading size"
+            )
+        if not bool(torch.isfinite(leaf).all()):
+            raise ValueError("b contains non-finite values (NaN or inf)")
+    return [leaf.detach() for leaf in leaves], spec
+
+
+def _operator(hvp: Callable[[Any], Any], spec: TreeSpec) -> Callable[[Leaves], Leaves]:
+    """``hvp`` on flat leaves, checking that it keeps ``b``'s structure."""
+
+    def apply(leaves: Leaves) -> Leaves:
+        out, out_spec = tree_flatten(hvp(tree_unflatten(leaves, spec)))
+        if out_spec != spec:
+            raise ValueError("hvp returned a structure different from b's")
+        return [o.detach() for o in out]
+
+    return apply
+
+
+def _system(hvp: Callable[[Any], Any], b: Any, tol: Any, batch_dims: Any, divergence_factor: Any) -> _System:
+    tol = check_number("tol", tol, strict=False)
+    batch_dims = check_int("batch_dims", batch_dims, 0)
+    if batch_dims > 1:
+        raise ValueError(f"batch_dims={batch_dims!r} is not allowed: 0 (one system) or 1 (a batch of systems)")
+    divergence_factor = check_number("divergence_factor", divergence_factor, low=1.0)
+    leaves, spec = _rhs_leaves(b, batch_dims)
+    b_norm = _dot(leaves, leaves, batch_dims).sqrt()
+    return _System(leaves, spec, _operator(hvp, spec), b_norm, batch_dims, tol, divergence_factor)
+
+
+@dataclass
+class _State:
+    """The iteration's state: iterate, residual, direction, ``rᵀr`` and ``||r||`` per system, each
+    system's status code, the best iterate so far, the residual history and the iterations done."""
+
+    x: Leaves
+    r: Leaves
+    p: Leaves
+    rs: torch.Tensor
+    res_norm: torch.Tensor
+    status: torch.Tensor
+    best_x: Leaves
+    best_norm: torch.Tensor
+    history: list[torch.Tensor]
+    n_iter: int = 0
+
+
+def _start_point(system: _System, x0: Any) -> tuple[Leaves, Leaves]:
+    """(x, r = b − A x) at the start: zero, or the checked warm start ``x0``."""
+    if x0 is None:
+        return [torch.zeros_like(leaf) for leaf in system.b], [leaf.clone() for leaf in system.b]
+    x_leaves, x_spec = tree_flatten(x0)
+    if x_spec != system.spec or any(a.shape != c.shape for a, c in zip(x_leaves, system.b, strict=True)):
+        raise ValueError("x0 must have the same structure and shapes as b")
+    x = [leaf.detach().clone() for leaf in x_leaves]
+    if not all(bool(torch.isfinite(leaf).all()) for leaf in x):
+        raise ValueError("x0 contains non-finite values (NaN or inf)")
+    if bool((system.b_norm == 0).all()):
+        return x, [torch.zeros_like(leaf) for leaf in system.b]
+    return x, [bb - ax for bb, ax in zip(system.b, system.apply(x), strict=True)]
+
+
+def _start(system: _System, x0: Any) -> _State:
+    """The state before the first iteration; ``b = 0`` gives ``x = 0`` (status zero_rhs)."""
+    x, r = _start_point(system, x0)
+    zero_rhs = system.b_norm == 0
+    zeros = [torch.zeros_like(leaf) for leaf in system.b]
+    x, r = _select(zero_rhs, zeros, x), _select(zero_rhs, zeros, r)
+    rs = _dot(r, r, system.batch_dims)
+    res_norm = rs.sqrt()
+    status = torch.full(system.b_norm.shape, _ACTIVE, dtype=torch.int64, device=system.b_norm.device)
+    status = torch.where(zero_rhs, _ZERO_RHS, status)
+    status = torch.where((status == _ACTIVE) & (res_norm <= system.tol * system.b_norm), _CONVERGED, status)
+    best_x = [leaf.clone() for leaf in x]
+    return _State(
+        x, r, [leaf.clone() for leaf in r], rs, res_norm, status, best_x, res_norm.clone(), [res_norm.clone()]
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. the loop
+
+
+def _step(system: _System, state: _State) -> bool:
+    """One CG iteration of every active system, in place; False when no system was left to step."""
+    active = state.status == _ACTIVE
+    if not bool(active.any()):
+        return False
+    Ap = system.apply(state.p)
+    pAp = _dot(state.p, Ap, system.batch_dims)
+    bad_curvature = active & ~(pAp > 0)  # also catches NaN
+    state.status = torch.where(bad_curvature, _NONPOSITIVE, state.status)
+    active = active & ~bad_curvature
+    if not bool(active.any()):
+        return False
+    state.n_iter += 1
+    alpha = _safe_ratio(state.rs, pAp, active)
+    state.x = _select(active, _axpy(alpha, state.p, state.x), state.x)
+    state.r = _select(active, _axpy(-alpha, Ap, state.r), state.r)
+    rs_new = _dot(state.r, state.r, system.batch_dims)
+    new_norm = rs_new.sqrt()
+    blown = active & (~torch.isfinite(new_norm) | (new_norm > system.divergence_factor * system.b_norm))
+    state.status = torch.where(blown, _DIVERGED, state.status)
+    ok = active & ~blown
+    state.res_norm = torch.where(ok, new_norm, state.res_norm)
+    improved = ok & (new_norm < state.best_norm)
+    state.best_x = _select(improved, state.x, state.best_x)
+    state.best_norm = torch.where(improved, new_norm, state.best_norm)
+    done = ok & (new_norm <= system.tol * system.b_norm)
+    state.status = torch.where(done, _CONVERGED, state.status)
+    going = ok & ~done
+    beta = _safe_ratio(rs_new, state.rs, going)
+    state.p = _select(going, _axpy(beta, state.p, state.r), state.p)
+    state.rs = torch.where(going, rs_new, state.rs)
+    state.history.append(state.res_norm.clone())
+    return True
+
+
+def _iterate(system: _System, state: _State, max_iter: int) -> _State:
+    """Up to ``max_iter`` iterations, stopping early once every system has stopped."""
+    for _ in range(max_iter):
+        if not _step(system, state):
+            break
+    return state
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. the status decision
+
+
+def _conclude(system: _System, state: _State, warn: bool) -> CGResult:
+    """Systems still active ran out of iterations (max_iter); failed ones return their best iterate."""
+    status = torch.where(state.status == _ACTIVE, _MAX_ITER, state.status)
+    failed = (status == _NONPOSITIVE) | (status == _DIVERGED)
+    solution = _select(failed, state.best_x, state.x)
+    codes = status.reshape(-1).tolist()
+    worst = _NAMES[max(codes)]
+    if warn and bool(failed.any()):
+        warnings.warn(
+            CGWarning(
+                f"conjugate gradient stopped with status {worst!r} in {int(failed.sum())} of {len(codes)} system(s) "
+                f"after {state.n_iter} iteration(s) (is the operator positive definite? for a head Hessian use "
+                "l2 > 0, for iMAML a larger prox); returning the iterate with the smallest residual for those systems"
+            ),
+            stacklevel=3,
+        )
+    return CGResult(
+        solution=tree_unflatten(solution, system.spec),
+        residual_norms=torch.stack(state.history).detach().to("cpu", torch.float64),
+        n_iter=state.n_iter,
+        converged=all(c in (_CONVERGED, _ZERO_RHS) for c in codes),
+        status=worst,
+        statuses=tuple(_NAMES[c] for c in codes),
+        rhs_norm=system.b_norm.detach().to("cpu", torch.float64),
+    )
 
 
 def conjugate_gradient(
@@ -100,130 +308,49 @@ def conjugate_gradient(
 ) -> CGResult:
     """Solve ``A x = b`` for symmetric positive definite ``A`` given as ``hvp(u) = A u``.
 
-    Stops a system when ``||r|| <= tol * ||b||`` (a zero residual always counts as converged), after
-    ``max_iter`` steps, or on failure (see the module docstring).  ``b = 0`` gives ``x = 0`` with status
-    ``"zero_rhs"`` without calling ``hvp``.  ``x0`` (same structure as ``b``) warm-starts the iteration.
+    Parameters
+    ----------
+    hvp : callable
+        ``u -> A u`` on pytrees with ``b``'s structure.
+    b : tensor or pytree of tensors
+        The right-hand side; finite.  ``b = 0`` gives ``x = 0`` with status ``"zero_rhs"``.
+    max_iter : int
+        At most this many iterations (>= 0).
+    tol : float
+        A system stops when ``||r|| <= tol * ||b||`` (a zero residual always counts as converged).
+    x0 : like ``b``, optional
+        Warm start (default zero).
+    batch_dims : int
+        0: one system; 1: the leading dimension of every leaf indexes independent systems.
+    divergence_factor : float
+        A residual above ``divergence_factor * ||b||`` (> 1) stops the system as ``"diverged"``.
+    warn : bool
+        Issue a :class:`CGWarning` when a system fails.
+
+    Returns
+    -------
+    CGResult
+        The solution (the best iterate for failed systems), residual history, iterations and statuses.
     """
     max_iter = check_int("max_iter", max_iter, 0)
-    tol = check_number("tol", tol, strict=False)
-    batch_dims = check_int("batch_dims", batch_dims, 0)
-    if batch_dims > 1:
-        raise ValueError(f"batch_dims={batch_dims!r} is not allowed: 0 (one system) or 1 (a batch of systems)")
-    divergence_factor = check_number("divergence_factor", divergence_factor, low=1.0)
-
-    b_leaves, spec = tree_flatten(b)
-    if not b_leaves or not all(isinstance(t, torch.Tensor) for t in b_leaves):
-        raise ValueError("b must be a tensor or a non-empty dict/tuple of tensors")
-    batch_shape = b_leaves[0].shape[:batch_dims]
-    for leaf in b_leaves:
-        if leaf.ndim < batch_dims or leaf.shape[:batch_dims] != batch_shape:
-            raise ValueError(
-                f"b has leaves with batch shapes {batch_shape} and {leaf.shape[:batch_dims]}; with batch_dims=1 all leaves need the same leading size"
-            )
-        if not bool(torch.isfinite(leaf).all()):
-            raise ValueError("b contains non-finite values (NaN or inf)")
-    b_leaves = [leaf.detach() for leaf in b_leaves]
-
-    def apply(leaves: list[torch.Tensor]) -> list[torch.Tensor]:
-        out, out_spec = tree_flatten(hvp(tree_unflatten(leaves, spec)))
-        if out_spec != spec:
-            raise ValueError("hvp returned a structure different from b's")
-        return [o.detach() for o in out]
-
-    b_norm = _dot(b_leaves, b_leaves, batch_dims).sqrt()
-    zero_rhs = b_norm == 0
-    if x0 is None:
-        x = [torch.zeros_like(leaf) for leaf in b_leaves]
-        r = [leaf.clone() for leaf in b_leaves]
-    else:
-        x_leaves, x_spec = tree_flatten(x0)
-        if x_spec != spec or any(a.shape != c.shape for a, c in zip(x_leaves, b_leaves)):
-            raise ValueError("x0 must have the same structure and shapes as b")
-        x = [leaf.detach().clone() for leaf in x_leaves]
-        if not all(bool(torch.isfinite(leaf).all()) for leaf in x):
-            raise ValueError("x0 contains non-finite values (NaN or inf)")
-        if bool(zero_rhs.all()):
-            r = [torch.zeros_like(leaf) for leaf in b_leaves]
-        else:
-            r = [bb - ax for bb, ax in zip(b_leaves, apply(x))]
-    zeros = [torch.zeros_like(leaf) for leaf in b_leaves]
-    x = _select(zero_rhs, zeros, x)  # A x = 0 has the solution x = 0
-    r = _select(zero_rhs, zeros, r)
-
-    rs = _dot(r, r, batch_dims)
-    res_norm = rs.sqrt()
-    status = torch.full(batch_shape, _ACTIVE, dtype=torch.int64, device=b_norm.device)
-    status = torch.where(zero_rhs, _ZERO_RHS, status)
-    status = torch.where((status == _ACTIVE) & (res_norm <= tol * b_norm), _CONVERGED, status)
-    p = [leaf.clone() for leaf in r]
-    best_x = [leaf.clone() for leaf in x]
-    best_norm = res_norm.clone()
-    history = [res_norm.clone()]
-    n_iter = 0
-
-    for k in range(max_iter):
-        active = status == _ACTIVE
-        if not bool(active.any()):
-            break
-        Ap = apply(p)
-        pAp = _dot(p, Ap, batch_dims)
-        bad_curvature = active & ~(pAp > 0)  # also catches NaN
-        status = torch.where(bad_curvature, _NONPOSITIVE, status)
-        active = active & ~bad_curvature
-        if not bool(active.any()):
-            break
-        n_iter = k + 1
-        alpha = torch.where(active, rs / torch.where(active, pAp, torch.ones_like(pAp)), torch.zeros_like(rs))
-        x = _select(active, [xi + _expand(alpha, pi) * pi for xi, pi in zip(x, p)], x)
-        r = _select(active, [ri - _expand(alpha, api) * api for ri, api in zip(r, Ap)], r)
-        rs_new = _dot(r, r, batch_dims)
-        new_norm = rs_new.sqrt()
-        blown = active & (~torch.isfinite(new_norm) | (new_norm > divergence_factor * b_norm))
-        status = torch.where(blown, _DIVERGED, status)
-        ok = active & ~blown
-        res_norm = torch.where(ok, new_norm, res_norm)
-        improved = ok & (new_norm < best_norm)
-        best_x = _select(improved, x, best_x)
-        best_norm = torch.where(improved, new_norm, best_norm)
-        done = ok & (new_norm <= tol * b_norm)
-        status = torch.where(done, _CONVERGED, status)
-        going = ok & ~done
-        beta = torch.where(going, rs_new / torch.where(going, rs, torch.ones_like(rs)), torch.zeros_like(rs))
-        p = _select(going, [ri + _expand(beta, pi) * pi for ri, pi in zip(r, p)], p)
-        rs = torch.where(going, rs_new, rs)
-        history.append(res_norm.clone())
-
-    status = torch.where(status == _ACTIVE, _MAX_ITER, status)
-    failed = (status == _NONPOSITIVE) | (status == _DIVERGED)
-    solution = _select(failed, best_x, x)
-    codes = status.reshape(-1).tolist()
-    statuses = tuple(_NAMES[c] for c in codes)
-    worst = _NAMES[max(codes)]
-    if warn and bool(failed.any()):
-        n_failed = int(failed.sum())
-        warnings.warn(
-            CGWarning(
-                f"conjugate gradient stopped with status {worst!r} in {n_failed} of {len(codes)} system(s) "
-                f"after {n_iter} iteration(s) (is the operator positive definite? for a head Hessian use l2 > 0, for iMAML a larger prox); "
-                "returning the iterate with the smallest residual for those systems"
-            ),
-            stacklevel=2,
-        )
-    return CGResult(
-        solution=tree_unflatten(solution, spec),
-        residual_norms=torch.stack(history).detach().to("cpu", torch.float64),
-        n_iter=n_iter,
-        converged=all(c in (_CONVERGED, _ZERO_RHS) for c in codes),
-        status=worst,
-        statuses=statuses,
-        rhs_norm=b_norm.detach().to("cpu", torch.float64),
-    )
+    system = _system(hvp, b, tol, batch_dims, divergence_factor)
+    state = _iterate(system, _start(system, x0), max_iter)
+    return _conclude(system, state, warn)
 
 
 def stack_results(results: list[CGResult]) -> CGResult:
     """Combine per-system results (``batch_dims=0``, or batches) into one batched result.
 
-    Histories of different lengths are padded with each system's final residual norm.
+    Parameters
+    ----------
+    results : list of CGResult
+        Solves of systems with the same structure (one per task, say).
+
+    Returns
+    -------
+    CGResult
+        The solutions stacked along a new (or the existing) batch dimension; histories of different
+        lengths padded with each system's final residual norm; the most severe status.
     """
     if not results:
         raise ValueError("results is empty; expected at least one CGResult")
@@ -231,20 +358,21 @@ def stack_results(results: list[CGResult]) -> CGResult:
     length = max(c.shape[0] for c in columns)
     padded = [torch.cat([c, c[-1:].expand(length - c.shape[0], -1)]) for c in columns]
     statuses = tuple(s for r in results for s in r.statuses)
-    worst = max(statuses, key=lambda s: [k for k, v in _NAMES.items() if v == s][0])
 
     def cat_leaves(*leaves: torch.Tensor) -> torch.Tensor:
-        return torch.cat([leaf if r.residual_norms.ndim > 1 else leaf.unsqueeze(0) for leaf, r in zip(leaves, results)])
+        batched = (
+            leaf if r.residual_norms.ndim > 1 else leaf.unsqueeze(0) for leaf, r in zip(leaves, results, strict=True)
+        )
+        return torch.cat(list(batched))
 
     flat = [tree_flatten(r.solution) for r in results]
-    spec = flat[0][1]
-    solution = tree_unflatten([cat_leaves(*parts) for parts in zip(*(f[0] for f in flat))], spec)
+    solution = tree_unflatten([cat_leaves(*parts) for parts in zip(*(f[0] for f in flat), strict=True)], flat[0][1])
     return CGResult(
         solution=solution,
         residual_norms=torch.cat(padded, dim=1),
         n_iter=max(r.n_iter for r in results),
         converged=all(r.converged for r in results),
-        status=worst,
+        status=max(statuses, key=_CODES.__getitem__),
         statuses=statuses,
         rhs_norm=torch.cat([r.rhs_norm.reshape(-1) for r in results]),
     )

@@ -1,8 +1,14 @@
-"""What every hypergradient method shares: validated options, task tensors, the result type."""
+"""What every hypergradient method shares: validated options and task tensors, and a switch that hides
+the numerical warnings of callers that record the statuses instead.
+
+The result type and its finiteness guard live in :mod:`metalab.core.results`.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,13 +16,8 @@ import torch
 from torch import nn
 
 from metalab.core.checks import check_int, check_number
-from metalab.implicit.cg import CGResult
-
-BATCH_MODES = ("vmap", "sequential")
-
-
-class HypergradientWarning(RuntimeWarning):
-    """A hypergradient came out non-finite (e.g. the inner loop diverged); it was replaced by zeros."""
+from metalab.core.results import BATCH_MODES, HypergradientWarning
+from metalab.implicit.cg import CGWarning
 
 
 @dataclass(frozen=True)
@@ -154,59 +155,11 @@ def check_feature_dim(Z: torch.Tensor, head: dict[str, torch.Tensor]) -> None:
         )
 
 
-@dataclass
-class HypergradResult:
-    """What one call of a hypergradient method returns.
-
-    ``hypergrad``: the meta-gradient for the backbone parameters, averaged over the tasks.
-    ``head_hypergrad``: the meta-gradient for the head initialisation where the method meta-learns it
-    (MAML, FOMAML, ANIL, iMAML), else None.  ``query_loss``/``query_accuracy``: means over tasks at
-    the adapted parameters.  ``cg``: the CG solve(s) for implicit methods (batched over tasks).
-    ``adapted_head``: per-task adapted heads (B, ...) for head-only methods.  ``status``: "ok",
-    "cg_fallback" (some CG solve failed; see ``cg``) or "non_finite" (replaced by zeros, warned).
-    """
-
-    method: str
-    hypergrad: dict[str, torch.Tensor]
-    head_hypergrad: dict[str, torch.Tensor] | None
-    query_loss: float
-    query_accuracy: float
-    cg: CGResult | None = None
-    adapted_head: dict[str, torch.Tensor] | None = None
-    status: str = "ok"
-
-
-def finish(
-    method: str,
-    hypergrad: dict[str, torch.Tensor],
-    head_hypergrad: dict[str, torch.Tensor] | None,
-    query_loss: torch.Tensor | float,
-    query_accuracy: torch.Tensor | float,
-    cg: CGResult | None = None,
-    adapted_head: dict[str, torch.Tensor] | None = None,
-) -> HypergradResult:
-    """Build the result; a non-finite hypergradient is zeroed and reported, never returned as NaN."""
-    status = "cg_fallback" if cg is not None and cg.failed else "ok"
-    grads = {**hypergrad, **{"head." + k: v for k, v in (head_hypergrad or {}).items()}}
-    if not all(bool(torch.isfinite(g).all()) for g in grads.values()):
-        warnings.warn(
-            HypergradientWarning(
-                f"method {method!r} produced a non-finite hypergradient (the inner loop probably diverged: "
-                "lower inner_lr); it was replaced by zeros"
-            ),
-            stacklevel=3,
-        )
-        hypergrad = {k: torch.zeros_like(v) for k, v in hypergrad.items()}
-        if head_hypergrad is not None:
-            head_hypergrad = {k: torch.zeros_like(v) for k, v in head_hypergrad.items()}
-        status = "non_finite"
-    return HypergradResult(
-        method=method,
-        hypergrad={k: v.detach() for k, v in hypergrad.items()},
-        head_hypergrad=None if head_hypergrad is None else {k: v.detach() for k, v in head_hypergrad.items()},
-        query_loss=float(query_loss),
-        query_accuracy=float(query_accuracy),
-        cg=cg,
-        adapted_head=None if adapted_head is None else {k: v.detach() for k, v in adapted_head.items()},
-        status=status,
-    )
+@contextlib.contextmanager
+def quiet_numerics() -> Iterator[None]:
+    """Hide :class:`CGWarning` and :class:`HypergradientWarning` inside the block, for callers that keep
+    the result's ``status`` instead (an experiment's records)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CGWarning)
+        warnings.simplefilter("ignore", HypergradientWarning)
+        yield

@@ -23,6 +23,7 @@ to optimality and applies the implicit-function theorem with explicit matrices. 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,18 +31,16 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call, vjp, vmap
 
+from metalab.core.checks import check_int, check_number
+from metalab.core.results import HypergradResult, finish
 from metalab.implicit import heads
 from metalab.implicit.cg import CGResult, conjugate_gradient, stack_results
 from metalab.implicit.common import (
-    HypergradResult,
     Options,
     check_backbone,
     check_feature_dim,
-    check_int,
-    check_number,
     check_params,
     check_tasks,
-    finish,
 )
 from metalab.nets import features
 
@@ -150,12 +149,24 @@ def implicit_hypergradient(
 ) -> HypergradResult:
     """Algorithm 1, fused: the CG-based implicit hypergradient with one backbone graph per task.
 
-    ``options``: see :class:`~metalab.implicit.common.Options` (inner_steps, inner_lr, l2, cg_steps,
-    cg_tol, batch_mode).  ``batch_mode="vmap"`` runs all tasks' backbones together (graph memory ×B);
-    ``"sequential"`` loops over tasks with plain autograd (graph memory of one task).  With
-    ``warm_start`` the inner loop and CG start from the previous call's per-task solutions (AID-BiO);
-    the state object is updated in place.  ``head_hypergrad`` is None: the head initialisation is not
-    meta-learned here.
+    Parameters
+    ----------
+    backbone, params, head, support_x, support_y, query_x, query_y
+        As in :func:`~metalab.implicit.registry.hypergradient`.
+    warm_start : WarmStart, optional
+        The inner loop and CG start from the previous call's per-task solutions (AID-BiO); the state
+        object is updated in place.
+    **options
+        inner_steps K, inner_lr, l2, cg_steps N, cg_tol, batch_mode (see
+        :class:`~metalab.implicit.common.Options`).  ``batch_mode="vmap"`` runs all tasks' backbones
+        together (graph memory ×B); ``"sequential"`` loops over tasks with plain autograd (graph
+        memory of one task).
+
+    Returns
+    -------
+    HypergradResult
+        ``∇_θ f − ∇²_θφ g · v`` averaged over the tasks, the CG solves and the adapted heads;
+        ``head_hypergrad`` is None (the head initialisation is not meta-learned here).
     """
     opts = Options(**options)
     backbone, params, head, tasks = prepare(backbone, params, head, support_x, support_y, query_x, query_y)
@@ -168,58 +179,108 @@ def implicit_hypergradient(
     if head0 is None:
         head0 = {k: t.expand(n_tasks, *t.shape) for k, t in head.items()}
     v0 = warm_start.v if warm_start is not None else None
-
-    if opts.batch_mode == "vmap":
-
-        def both(p: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-            call = vmap(lambda x: functional_call(backbone, p, (x,)))
-            return call(tasks.support_x), call(tasks.query_x)
-
-        (Zs, Zq), pullback = vjp(both, params)
-        check_feature_dim(Zs, head)
-        Zs_d, Zq_d = Zs.detach(), Zq.detach()
-        solve = head_solve(Zs_d, tasks.support_onehot, Zq_d, tasks.query_onehot, head0, v0, opts)
-        cot = torch.func.grad(surrogate, argnums=(0, 1))(
-            Zs_d, Zq_d, tasks.support_onehot, tasks.query_onehot, solve.head, solve.cg.solution
-        )
-        (total,) = pullback(cot)
-        hypergrad = {k: g / n_tasks for k, g in total.items()}
-        cg, adapted = solve.cg, solve.head
-        losses, accs = solve.query_loss, solve.query_accuracy
-    else:
-        hypergrad = {k: torch.zeros_like(t) for k, t in params.items()}
-        solves = []
-        for t in range(n_tasks):
-            leaves = {k: p.clone().requires_grad_(True) for k, p in params.items()}
-            xs, ys, xq, yq = tasks.task(t)
-            Zs = features(backbone, leaves, xs).unsqueeze(0)
-            Zq = features(backbone, leaves, xq).unsqueeze(0)
-            check_feature_dim(Zs, head)
-            ys, yq = ys.unsqueeze(0), yq.unsqueeze(0)
-            h0 = {k: v[t : t + 1] for k, v in head0.items()}
-            w0 = None if v0 is None else {k: v[t : t + 1] for k, v in v0.items()}
-            solve = head_solve(Zs.detach(), ys, Zq.detach(), yq, h0, w0, opts)
-            value = surrogate(Zs, Zq, ys, yq, solve.head, solve.cg.solution)
-            grads = torch.autograd.grad(value, list(leaves.values()), allow_unused=True)
-            for (k, _), g in zip(leaves.items(), grads):
-                if g is not None:
-                    hypergrad[k] += g
-            solves.append(solve)
-            del value, grads, Zs, Zq, leaves
-        hypergrad = {k: g / n_tasks for k, g in hypergrad.items()}
-        cg = stack_results([s.cg for s in solves])
-        adapted = {k: torch.cat([s.head[k] for s in solves]) for k in head}
-        losses = torch.cat([s.query_loss for s in solves])
-        accs = torch.cat([s.query_accuracy for s in solves])
-
+    fused = _fused_vmap if opts.batch_mode == "vmap" else _fused_sequential
+    hypergrad, solve = fused(backbone, params, head, tasks, head0, v0, opts)
     if warm_start is not None:
-        warm_start.head = {k: v.detach().clone() for k, v in adapted.items()}
-        warm_start.v = {k: v.detach().clone() for k, v in cg.solution.items()}
-    return finish("implicit", hypergrad, None, losses.mean(), accs.mean(), cg=cg, adapted_head=adapted)
+        warm_start.head = {k: v.detach().clone() for k, v in solve.head.items()}
+        warm_start.v = {k: v.detach().clone() for k, v in solve.cg.solution.items()}
+    return finish(
+        "implicit",
+        hypergrad,
+        None,
+        solve.query_loss.mean(),
+        solve.query_accuracy.mean(),
+        cg=solve.cg,
+        adapted_head=solve.head,
+    )
+
+
+def _fused_vmap(backbone, params, head, tasks, head0, v0, opts: Options) -> tuple[dict[str, torch.Tensor], HeadSolve]:
+    """Every task's backbone in one vmapped graph (graph memory ×B): (hypergradient, the head solves)."""
+
+    def both(p: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        call = vmap(lambda x: functional_call(backbone, p, (x,)))
+        return call(tasks.support_x), call(tasks.query_x)
+
+    (Zs, Zq), pullback = vjp(both, params)
+    check_feature_dim(Zs, head)
+    Zs_d, Zq_d = Zs.detach(), Zq.detach()
+    solve = head_solve(Zs_d, tasks.support_onehot, Zq_d, tasks.query_onehot, head0, v0, opts)
+    cot = torch.func.grad(surrogate, argnums=(0, 1))(
+        Zs_d, Zq_d, tasks.support_onehot, tasks.query_onehot, solve.head, solve.cg.solution
+    )
+    (total,) = pullback(cot)
+    return {k: g / tasks.n_tasks for k, g in total.items()}, solve
+
+
+def _fused_task(backbone, params, head, task, head0, v0, opts: Options) -> tuple[dict[str, torch.Tensor], HeadSolve]:
+    """One task with plain autograd: the θ-gradient of its surrogate and its head solve (a batch of one)."""
+    leaves = {k: p.clone().requires_grad_(True) for k, p in params.items()}
+    xs, ys, xq, yq = task
+    Zs = features(backbone, leaves, xs).unsqueeze(0)
+    Zq = features(backbone, leaves, xq).unsqueeze(0)
+    check_feature_dim(Zs, head)
+    ys, yq = ys.unsqueeze(0), yq.unsqueeze(0)
+    solve = head_solve(Zs.detach(), ys, Zq.detach(), yq, head0, v0, opts)
+    value = surrogate(Zs, Zq, ys, yq, solve.head, solve.cg.solution)
+    grads = torch.autograd.grad(value, list(leaves.values()), allow_unused=True)
+    return {k: torch.zeros_like(p) if g is None else g for (k, p), g in zip(params.items(), grads, strict=True)}, solve
+
+
+def _fused_sequential(backbone, params, head, tasks, head0, v0, opts: Options):
+    """Task by task (graph memory of one task); the same outputs as :func:`_fused_vmap`."""
+    hypergrad = {k: torch.zeros_like(t) for k, t in params.items()}
+    solves = []
+    for t in range(tasks.n_tasks):
+        h0 = {k: v[t : t + 1] for k, v in head0.items()}
+        w0 = None if v0 is None else {k: v[t : t + 1] for k, v in v0.items()}
+        grads, solve = _fused_task(backbone, params, head, tasks.task(t), h0, w0, opts)
+        for k, g in grads.items():
+            hypergrad[k] += g
+        solves.append(solve)
+    solve = HeadSolve(
+        head={k: torch.cat([s.head[k] for s in solves]) for k in head},
+        cg=stack_results([s.cg for s in solves]),
+        query_loss=torch.cat([s.query_loss for s in solves]),
+        query_accuracy=torch.cat([s.query_accuracy for s in solves]),
+    )
+    return {k: g / tasks.n_tasks for k, g in hypergrad.items()}, solve
 
 
 # ---------------------------------------------------------------------------------------------
 # References
+
+
+@dataclass
+class _TaskHypergrad:
+    """One task's share of a reference hypergradient (the references loop over tasks)."""
+
+    hypergrad: dict[str, torch.Tensor]
+    head: dict[str, torch.Tensor]
+    query_loss: torch.Tensor
+    query_accuracy: torch.Tensor
+    cg: CGResult | None = None
+
+
+def _mean_over_tasks(method: str, params, head, per_task: list[_TaskHypergrad]) -> HypergradResult:
+    """The mean of the tasks' hypergradients, losses and accuracies, as ``method``'s result."""
+    n = len(per_task)
+    hypergrad = {k: sum(t.hypergrad[k] for t in per_task) / n for k in params}
+    solves = [t.cg for t in per_task if t.cg is not None]
+    return finish(
+        method,
+        hypergrad,
+        None,
+        torch.stack([t.query_loss for t in per_task]).mean(),
+        torch.stack([t.query_accuracy for t in per_task]).mean(),
+        cg=stack_results(solves) if solves else None,
+        adapted_head={k: torch.stack([t.head[k] for t in per_task]) for k in head},
+    )
+
+
+def _or_zeros(gradient: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+    """An unused parameter's gradient (None) as zeros."""
+    return torch.zeros_like(like) if gradient is None else gradient
 
 
 def _linear_ce(head: dict[str, torch.Tensor], Z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -244,59 +305,63 @@ def unfused_implicit_hypergradient(
 
     Inner loop with autograd on features recomputed without graph at every step; then f and g with
     graph, ∇_φ g with ``create_graph``, CG with autograd Hessian-vector products, and the mixed term
-    ``∇²_θφ g · v`` as ``autograd.grad(∇_φ g, θ, grad_outputs=v)``.  ``batch_mode`` is ignored.
+    ``∇²_θφ g · v`` as ``autograd.grad(∇_φ g, θ, grad_outputs=v)``.
+
+    Parameters
+    ----------
+    backbone, params, head, support_x, support_y, query_x, query_y, **options
+        As in :func:`implicit_hypergradient` (``batch_mode`` is ignored).
+
+    Returns
+    -------
+    HypergradResult
+        The same hypergradient as :func:`implicit_hypergradient`, computed in two passes.
     """
     opts = Options(**options)
     backbone, params, head, tasks = prepare(backbone, params, head, support_x, support_y, query_x, query_y)
-    hypergrad = {k: torch.zeros_like(t) for k, t in params.items()}
-    results, adapted, losses, accs = [], [], [], []
-    for t in range(tasks.n_tasks):
-        xs, ys, xq, yq = tasks.support_x[t], tasks.support_y[t], tasks.query_x[t], tasks.query_y[t]
-        phi = dict(head)
-        for _ in range(opts.inner_steps):
-            with torch.no_grad():
-                Z = features(backbone, params, xs)
-            leaves = {k: v.detach().requires_grad_(True) for k, v in phi.items()}
-            value = _linear_ce(leaves, Z, ys) + _ridge(leaves, opts.l2)
-            grads = torch.autograd.grad(value, list(leaves.values()))
-            phi = {k: (leaves[k] - opts.inner_lr * g).detach() for k, g in zip(leaves, grads)}
-        theta = {k: v.clone().requires_grad_(True) for k, v in params.items()}
-        phi_leaves = {k: v.detach().requires_grad_(True) for k, v in phi.items()}
-        Zs, Zq = features(backbone, theta, xs), features(backbone, theta, xq)
-        g = _linear_ce(phi_leaves, Zs, ys) + _ridge(phi_leaves, opts.l2)
-        scores = F.linear(Zq, phi_leaves["weight"], phi_leaves["bias"])
-        f = F.cross_entropy(scores, yq)
-        phi_list, theta_list = list(phi_leaves.values()), list(theta.values())
-        df = torch.autograd.grad(f, phi_list + theta_list, retain_graph=True, allow_unused=True)
-        df_phi = dict(zip(phi_leaves, df[: len(phi_list)]))
-        df_theta = [torch.zeros_like(p) if d is None else d for p, d in zip(theta_list, df[len(phi_list) :])]
-        dg_phi = torch.autograd.grad(g, phi_list, create_graph=True)
-
-        def hvp(u: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-            out = torch.autograd.grad(dg_phi, phi_list, grad_outputs=[u[k] for k in phi_leaves], retain_graph=True)
-            return dict(zip(phi_leaves, out))
-
-        cg = conjugate_gradient(hvp, df_phi, max_iter=opts.cg_steps, tol=opts.cg_tol)
-        mixed = torch.autograd.grad(
-            dg_phi, theta_list, grad_outputs=[cg.solution[k] for k in phi_leaves], allow_unused=True
+    per_task = [
+        _unfused_task(
+            backbone, params, head, opts, tasks.support_x[t], tasks.support_y[t], tasks.query_x[t], tasks.query_y[t]
         )
-        for (k, p), d, m in zip(theta.items(), df_theta, mixed):
-            hypergrad[k] += d - (torch.zeros_like(p) if m is None else m)
-        results.append(cg)
-        adapted.append({k: v.detach() for k, v in phi.items()})
-        losses.append(f.detach())
-        accs.append((scores.argmax(-1) == yq).to(scores.dtype).mean())
-    hypergrad = {k: g / tasks.n_tasks for k, g in hypergrad.items()}
-    adapted_head = {k: torch.stack([a[k] for a in adapted]) for k in head}
-    return finish(
-        "implicit_unfused",
-        hypergrad,
-        None,
-        torch.stack(losses).mean(),
-        torch.stack(accs).mean(),
-        cg=stack_results(results),
-        adapted_head=adapted_head,
+        for t in range(tasks.n_tasks)
+    ]
+    return _mean_over_tasks("implicit_unfused", params, head, per_task)
+
+
+def _unfused_task(backbone, params, head, opts: Options, xs, ys, xq, yq) -> _TaskHypergrad:
+    """One task of :func:`unfused_implicit_hypergradient`."""
+    phi = dict(head)
+    for _ in range(opts.inner_steps):
+        with torch.no_grad():
+            Z = features(backbone, params, xs)
+        leaves = {k: v.detach().requires_grad_(True) for k, v in phi.items()}
+        grads = torch.autograd.grad(_linear_ce(leaves, Z, ys) + _ridge(leaves, opts.l2), list(leaves.values()))
+        phi = {k: (leaves[k] - opts.inner_lr * g).detach() for k, g in zip(leaves, grads, strict=True)}
+    theta = {k: v.clone().requires_grad_(True) for k, v in params.items()}
+    phi_leaves = {k: v.detach().requires_grad_(True) for k, v in phi.items()}
+    Zs, Zq = features(backbone, theta, xs), features(backbone, theta, xq)
+    g = _linear_ce(phi_leaves, Zs, ys) + _ridge(phi_leaves, opts.l2)
+    scores = F.linear(Zq, phi_leaves["weight"], phi_leaves["bias"])
+    f = F.cross_entropy(scores, yq)
+    phi_list, theta_list = list(phi_leaves.values()), list(theta.values())
+    df = torch.autograd.grad(f, phi_list + theta_list, retain_graph=True, allow_unused=True)
+    df_phi = dict(zip(phi_leaves, df[: len(phi_list)], strict=True))
+    dg_phi = torch.autograd.grad(g, phi_list, create_graph=True)
+
+    def hvp(u: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        out = torch.autograd.grad(dg_phi, phi_list, grad_outputs=[u[k] for k in phi_leaves], retain_graph=True)
+        return dict(zip(phi_leaves, out, strict=True))
+
+    cg = conjugate_gradient(hvp, df_phi, max_iter=opts.cg_steps, tol=opts.cg_tol)
+    mixed = torch.autograd.grad(
+        dg_phi, theta_list, grad_outputs=[cg.solution[k] for k in phi_leaves], allow_unused=True
     )
+    hypergrad = {
+        k: _or_zeros(d, p) - _or_zeros(m, p)
+        for (k, p), d, m in zip(theta.items(), df[len(phi_list) :], mixed, strict=True)
+    }
+    accuracy = (scores.argmax(-1) == yq).to(scores.dtype).mean()
+    return _TaskHypergrad(hypergrad, {k: v.detach() for k, v in phi.items()}, f.detach(), accuracy, cg)
 
 
 def dense_implicit_hypergradient(
@@ -315,63 +380,72 @@ def dense_implicit_hypergradient(
 
     Solves the inner problem to optimality φ* by damped Newton, forms the head Hessian and the mixed
     Jacobian ∂(∇_φ g)/∂θ as explicit matrices and returns ``∇_θ f − (∂∇_φ g/∂θ)ᵀ H⁻¹ ∇_φ f`` at φ*.
-    Needs ``l2 > 0`` so that H is invertible.
+
+    Parameters
+    ----------
+    backbone, params, head, support_x, support_y, query_x, query_y
+        As in :func:`~metalab.implicit.registry.hypergradient`.
+    l2 : float
+        The ridge strength, > 0 so that H is invertible.
+    newton_steps : int
+        At most this many Newton steps (>= 1).
+
+    Returns
+    -------
+    HypergradResult
+        The exact hypergradient averaged over the tasks, and φ* per task as ``adapted_head``.
     """
     l2 = check_number("l2", l2)
     newton_steps = check_int("newton_steps", newton_steps, 1)
     backbone, params, head, tasks = prepare(backbone, params, head, support_x, support_y, query_x, query_y)
+    per_task = [
+        _dense_task(backbone, params, head, l2, newton_steps, tasks.support_x[t], tasks.support_y[t],
+                    tasks.query_x[t], tasks.query_y[t])
+        for t in range(tasks.n_tasks)
+    ]  # fmt: skip
+    return _mean_over_tasks("implicit_dense", params, head, per_task)
+
+
+def _newton(objective: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, steps: int) -> torch.Tensor:
+    """Damped Newton on a strongly convex ``objective`` of a vector, with an Armijo backtracking line search."""
+    for _ in range(steps):
+        gr = torch.func.grad(objective)(x)
+        if float(gr.norm()) <= 1e-14 * max(1.0, float(x.norm())):
+            break
+        step = torch.linalg.solve(torch.func.hessian(objective)(x), gr)
+        value, rate, scale = float(objective(x)), float(gr @ step), 1.0
+        while scale > 1e-10 and float(objective(x - scale * step)) > value - 0.25 * scale * rate:
+            scale *= 0.5
+        x = x - scale * step
+    return x
+
+
+def _dense_task(backbone, params, head, l2: float, newton_steps: int, xs, ys, xq, yq) -> _TaskHypergrad:
+    """One task of :func:`dense_implicit_hypergradient`: ``∇_θ f − (∂∇_φ g/∂θ)ᵀ H⁻¹ ∇_φ f`` at φ*."""
     C, d = head["weight"].shape
 
     def unflat(x: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"weight": x[: C * d].reshape(C, d), "bias": x[C * d :]}
 
-    x_init = torch.cat([head["weight"].reshape(-1), head["bias"]])
-    hypergrad = {k: torch.zeros_like(t) for k, t in params.items()}
-    adapted, losses, accs = [], [], []
-    for t in range(tasks.n_tasks):
-        xs, ys, xq, yq = tasks.support_x[t], tasks.support_y[t], tasks.query_x[t], tasks.query_y[t]
-
-        def g_of(theta: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-            h = unflat(x)
-            return _linear_ce(h, features(backbone, theta, xs), ys) + _ridge(h, l2)
-
-        def f_of(theta: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-            return _linear_ce(unflat(x), features(backbone, theta, xq), yq)
-
-        Zs = features(backbone, params, xs).detach()
-
-        def g_x(x: torch.Tensor) -> torch.Tensor:
-            h = unflat(x)
-            return _linear_ce(h, Zs, ys) + _ridge(h, l2)
-
-        x = x_init.clone()
-        for _ in range(newton_steps):
-            gr = torch.func.grad(g_x)(x)
-            if float(gr.norm()) <= 1e-14 * max(1.0, float(x.norm())):
-                break
-            step = torch.linalg.solve(torch.func.hessian(g_x)(x), gr)
-            value, rate, scale = float(g_x(x)), float(gr @ step), 1.0
-            while scale > 1e-10 and float(g_x(x - scale * step)) > value - 0.25 * scale * rate:
-                scale *= 0.5
-            x = x - scale * step
-        H = torch.func.hessian(g_x)(x)
-        df_theta, df_x = torch.func.grad(f_of, argnums=(0, 1))(params, x)
-        w = torch.linalg.solve(H, df_x)
-        mixed = torch.func.jacrev(lambda th: torch.func.grad(g_of, argnums=1)(th, x))(params)
-        for k in hypergrad:
-            hypergrad[k] += df_theta[k] - torch.tensordot(w, mixed[k], dims=1)
+    def g_of(theta: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         h = unflat(x)
-        scores = F.linear(features(backbone, params, xq), h["weight"], h["bias"])
-        adapted.append(h)
-        losses.append(F.cross_entropy(scores, yq).detach())
-        accs.append((scores.argmax(-1) == yq).to(scores.dtype).mean())
-    hypergrad = {k: g / tasks.n_tasks for k, g in hypergrad.items()}
-    adapted_head = {k: torch.stack([a[k] for a in adapted]) for k in head}
-    return finish(
-        "implicit_dense",
-        hypergrad,
-        None,
-        torch.stack(losses).mean(),
-        torch.stack(accs).mean(),
-        adapted_head=adapted_head,
-    )
+        return _linear_ce(h, features(backbone, theta, xs), ys) + _ridge(h, l2)
+
+    def f_of(theta: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        return _linear_ce(unflat(x), features(backbone, theta, xq), yq)
+
+    Zs = features(backbone, params, xs).detach()
+
+    def g_x(x: torch.Tensor) -> torch.Tensor:
+        h = unflat(x)
+        return _linear_ce(h, Zs, ys) + _ridge(h, l2)
+
+    x = _newton(g_x, torch.cat([head["weight"].reshape(-1), head["bias"]]), newton_steps)
+    df_theta, df_x = torch.func.grad(f_of, argnums=(0, 1))(params, x)
+    w = torch.linalg.solve(torch.func.hessian(g_x)(x), df_x)
+    mixed = torch.func.jacrev(lambda th: torch.func.grad(g_of, argnums=1)(th, x))(params)
+    hypergrad = {k: df_theta[k] - torch.tensordot(w, mixed[k], dims=1) for k in params}
+    h = unflat(x)
+    scores = F.linear(features(backbone, params, xq), h["weight"], h["bias"])
+    accuracy = (scores.argmax(-1) == yq).to(scores.dtype).mean()
+    return _TaskHypergrad(hypergrad, h, F.cross_entropy(scores, yq).detach(), accuracy)

@@ -1,0 +1,113 @@
+"""What every meta-gradient method returns, and the guard that keeps non-finite numbers out of it.
+
+A method (an implicit hypergradient, MAML, MLSR's sparse recovery...) hands its raw gradients to
+:func:`finish`, which detaches them and checks that every entry is finite.  A non-finite gradient
+(the inner loop diverged) is replaced by zeros, reported in ``status`` and as a
+:class:`HypergradientWarning`: numerical failure is never returned as silent NaN.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+
+#: how the tasks of a meta-batch are run: vectorised with torch.func, or one after the other
+BATCH_MODES = ("vmap", "sequential")
+
+
+class HypergradientWarning(RuntimeWarning):
+    """A hypergradient came out non-finite (e.g. the inner loop diverged); it was replaced by zeros."""
+
+
+class LinearSolve(Protocol):
+    """The part of a linear solve's report a result needs (e.g. :class:`metalab.implicit.cg.CGResult`)."""
+
+    @property
+    def failed(self) -> bool: ...
+
+
+@dataclass
+class HypergradResult:
+    """What one call of a hypergradient method returns.
+
+    ``hypergrad``: the meta-gradient for the backbone parameters, averaged over the tasks.
+    ``head_hypergrad``: the meta-gradient for the head initialisation where the method meta-learns it
+    (MAML, FOMAML, ANIL, iMAML), else None.  ``query_loss``/``query_accuracy``: means over tasks at
+    the adapted parameters.  ``cg``: the linear solve(s) of implicit methods (batched over tasks).
+    ``adapted_head``: per-task adapted heads (B, ...) for head-only methods.  ``status``: "ok",
+    "cg_fallback" (some linear solve failed; see ``cg``) or "non_finite" (replaced by zeros, warned).
+    """
+
+    method: str
+    hypergrad: dict[str, torch.Tensor]
+    head_hypergrad: dict[str, torch.Tensor] | None
+    query_loss: float
+    query_accuracy: float
+    cg: Any = None
+    adapted_head: dict[str, torch.Tensor] | None = None
+    status: str = "ok"
+
+
+def _detached(tensors: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor] | None:
+    return None if tensors is None else {k: v.detach() for k, v in tensors.items()}
+
+
+def _zeros(tensors: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor] | None:
+    return None if tensors is None else {k: torch.zeros_like(v) for k, v in tensors.items()}
+
+
+def finish(
+    method: str,
+    hypergrad: dict[str, torch.Tensor],
+    head_hypergrad: dict[str, torch.Tensor] | None,
+    query_loss: torch.Tensor | float,
+    query_accuracy: torch.Tensor | float,
+    cg: LinearSolve | None = None,
+    adapted_head: dict[str, torch.Tensor] | None = None,
+) -> HypergradResult:
+    """Build the result of ``method``; a non-finite hypergradient is zeroed and reported, never returned as NaN.
+
+    Parameters
+    ----------
+    method : str
+        The method's name, kept in the result and quoted by the warning.
+    hypergrad, head_hypergrad : dict of tensors
+        The meta-gradients for the backbone and (None when not meta-learned) the head initialisation.
+    query_loss, query_accuracy : tensor or float
+        Means over the tasks at the adapted parameters.
+    cg : LinearSolve, optional
+        The linear solve behind an implicit method; a failed one gives status ``"cg_fallback"``.
+    adapted_head : dict of tensors, optional
+        The per-task adapted heads.
+
+    Returns
+    -------
+    HypergradResult
+        Detached tensors; ``status`` is ``"non_finite"`` (gradients zeroed, a
+        :class:`HypergradientWarning` issued), ``"cg_fallback"`` or ``"ok"``.
+    """
+    status = "cg_fallback" if cg is not None and cg.failed else "ok"
+    grads = [*hypergrad.values(), *(head_hypergrad or {}).values()]
+    if not all(bool(torch.isfinite(g).all()) for g in grads):
+        warnings.warn(
+            HypergradientWarning(
+                f"method {method!r} produced a non-finite hypergradient (the inner loop probably diverged: "
+                "lower inner_lr); it was replaced by zeros"
+            ),
+            stacklevel=3,
+        )
+        hypergrad, head_hypergrad = _zeros(hypergrad), _zeros(head_hypergrad)
+        status = "non_finite"
+    return HypergradResult(
+        method=method,
+        hypergrad=_detached(hypergrad),
+        head_hypergrad=_detached(head_hypergrad),
+        query_loss=float(query_loss),
+        query_accuracy=float(query_accuracy),
+        cg=cg,
+        adapted_head=_detached(adapted_head),
+        status=status,
+    )
