@@ -26,13 +26,8 @@ import torch
 
 from metalab.core import resolve_device
 from metalab.data import EpisodeSampler, glyph_classes
-from metalab.experiments.memory_reduced import (
-    MemoryReducedConfig,
-    make_model,
-    measure_method,
-    options,
-    time_method,
-)
+from metalab.experiments.memory_reduced import MemoryReducedConfig, make_model, options
+from metalab.implicit.measure import measure_method, time_method
 
 METHODS = (
     "implicit",

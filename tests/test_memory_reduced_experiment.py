@@ -16,6 +16,9 @@ from metalab.core import ConfigError, collect
 from metalab.experiments import get_experiment
 from metalab.experiments.memory_reduced import (
     ALL_METHODS,
+    EXPERIMENT,
+    PAPER,
+    TITLE,
     MemoryReducedConfig,
     confidence_interval,
     figures,
@@ -140,7 +143,18 @@ def test_config_errors_name_the_field_the_value_and_what_is_allowed(tmp_path, mo
     monkeypatch.delenv("METALAB_DATA", raising=False)
     with pytest.raises(FileNotFoundError, match=r"dataset='omniglot' was asked for"):
         collect(run(MemoryReducedConfig(dataset="omniglot", data_path=str(tmp_path), parts=("memory",))))
-    assert get_experiment("memory_reduced").CONFIG is MemoryReducedConfig
+    assert get_experiment("memory_reduced") is EXPERIMENT and EXPERIMENT.config is MemoryReducedConfig
+
+
+def test_imaml_step_size_bound_is_a_config_error_on_prox_from_the_library_check():
+    """The library refuses inner_lr·prox >= 2 with a plain ValueError; the config turns it into a ConfigError
+    on prox whose allowed text states the bound, so the dashboard can name the control."""
+    with pytest.raises(ConfigError) as error:
+        MemoryReducedConfig(methods=("imaml",), inner_lr=0.5, prox=4.0)
+    assert error.value.field == "prox" and error.value.value == 4.0
+    assert error.value.allowed.startswith("< 2 / inner_lr = 4 for iMAML")
+    assert isinstance(error.value.__cause__, ValueError) and not isinstance(error.value.__cause__, ConfigError)
+    assert MemoryReducedConfig(methods=("imaml",), inner_lr=0.5, prox=3.9).prox == 3.9
 
 
 def test_auto_dataset_falls_back_to_glyphs_and_says_so(tmp_path, monkeypatch):
@@ -176,10 +190,40 @@ def test_figures_cover_every_part_present():
         cg_grid=(1, 5),
         data_path=str(SHARED_DATA / "nowhere"),
     )
-    made = figures(collect(run(config)), config)
+    made = EXPERIMENT.figures(collect(run(config)))  # the records alone
     assert {"memory", "training", "cg", "final"} <= set(made)
     assert all(isinstance(fig, Figure) for fig in made.values())
     assert figures(collect([]), config) == {}
+
+
+def test_every_part_keeps_its_declaration_and_the_progress_grows_within_units():
+    """step is the part's x value (K, the meta-iteration, the swept count, 0 for final), every record carries
+    the declared columns, and the progress rises to 1 with fractions inside the training units."""
+    config = small(
+        methods=("implicit", "anil"), shots=(1,), k_grid=(1, 3), meta_iterations=4, eval_every=1,
+        final_episodes=4, cg_lams=(0.1,), cg_max_steps=5, error_k_grid=(1, 5), cg_grid=(1, 5),
+    )  # fmt: skip
+    records = list(run(config))
+    assert {r.part for r in records} == set(EXPERIMENT.part_names)
+    for record in records:
+        EXPERIMENT.part(record.part).check_record(record)
+    progress = [r.progress for r in records]
+    assert progress == sorted(progress) and progress[-1] == 1.0
+    training = [r for r in records if r.part == "training" and r.method == "implicit"]
+    assert [r.step for r in training] == [0, 1, 2, 3, 4]
+    within = [r.progress for r in training]
+    assert len(set(within)) == len(within), "each evaluation of a training unit moves the bar"
+    cg = [r for r in records if r.part == "cg"]
+    assert {r.values["sweep"] for r in cg} == {"residual", "inner_steps", "cg_steps"}
+    assert all(r.step == r.values["inner_steps"] for r in cg if r.values["sweep"] == "inner_steps")
+    assert all(r.step == r.values["cg_steps"] for r in cg if r.values["sweep"] == "cg_steps")
+
+
+def test_the_paper_block_names_the_paper_and_its_claims():
+    assert TITLE == PAPER.title == "Memory-Reduced Meta-Learning with Guaranteed Convergence"
+    assert PAPER.arxiv == "2412.12030" and PAPER.year == 2025 and 2 <= len(PAPER.claims) <= 4
+    assert PAPER.url == "https://arxiv.org/abs/2412.12030"
+    assert EXPERIMENT.name == "memory_reduced" and EXPERIMENT.paper is PAPER
 
 
 @pytest.mark.realdata

@@ -54,9 +54,9 @@ def training_figure(frame: pd.DataFrame) -> Figure | None:
     shots = sorted(rows["shots"].unique())
     fig = Figure(figsize=(5.5 * len(shots), 4.2), layout="constrained")
     axes = row_of_axes(fig, len(shots))
-    for ax, k in zip(axes, shots):
+    for ax, k in zip(axes, shots, strict=True):
         for method, group in rows[rows["shots"] == k].groupby("method", sort=False):
-            group = group.sort_values("step")
+            group = group.sort_values("iteration")
             ax.plot(group["seconds"], group["test_accuracy"], marker="o", markersize=3, **_style(method))
         dataset = rows["dataset"].iloc[0]
         ax.set(
@@ -91,9 +91,9 @@ def cg_figure(frame: pd.DataFrame) -> Figure | None:
     res_ax.legend(fontsize=8)
     errors = rows[rows["sweep"].isin(["inner_steps", "cg_steps"])]
     for sweep, group in errors.groupby("sweep"):
-        group = group.sort_values("step")
+        group = group.sort_values("steps")
         label = "vs K (N large)" if sweep == "inner_steps" else "vs N (K large)"
-        err_ax.plot(group["step"], group["hypergrad_error"].clip(lower=1e-16), marker="o", label=label)
+        err_ax.plot(group["steps"], group["hypergrad_error"].clip(lower=1e-16), marker="o", label=label)
     if not errors.empty:
         err_ax.set(
             xscale="symlog",
