@@ -82,6 +82,18 @@ def test_training_part_streams_increasing_steps_and_wall_clock_with_finite_accur
     assert set(frame["method"]) == {"implicit", "maml"} and set(frame["shots"]) == {1}
 
 
+def test_a_diverging_inner_loop_ends_training_with_a_non_finite_record():
+    """MAML at inner_lr=100 over 60 steps without ridge overflows within a few meta-iterations: the shared
+    loop stops there, and the last record of the unit says so instead of training on zeroed gradients."""
+    config = small(
+        parts=("training",), methods=("maml",), shots=(1,), inner_lr=100.0, inner_steps=60, l2=0.0,
+        meta_iterations=20, eval_every=2,
+    )  # fmt: skip
+    records = list(run(config))
+    assert "non_finite" in records[-1].values["status"].split(",") and records[-1].step < 20
+    assert all(r.values["status"] == "ok" for r in records[:-1]) and records[-1].progress == 1.0
+
+
 def test_cg_part_reports_failure_without_ridge_and_convergence_with_it():
     config = small(parts=("cg",), cg_lams=(0.0, 0.1), cg_max_steps=40, error_k_grid=(1, 20, 200), cg_grid=(1, 5, 40))
     frame = collect(run(config))
