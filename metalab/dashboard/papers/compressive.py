@@ -11,6 +11,7 @@ from metalab.dashboard import lab  # noqa: E402
 from metalab.dashboard.controls import url  # noqa: E402
 
 from metalab.plots import compressive as plots_compressive  # noqa: E402
+from metalab.plots import styles  # noqa: E402
 from metalab.experiments import get_experiment  # noqa: E402
 
 EXPERIMENT = "compressive"
@@ -33,8 +34,8 @@ LABELS = {
     "seed": "seed",
 }
 COLOURS = alt.Scale(
-    domain=[plots_compressive.LABELS[m] for m in ("data", "exact", "random", "learned")],
-    range=[plots_compressive.COLOURS[m] for m in ("data", "exact", "random", "learned")],
+    domain=[styles.label(EXPERIMENT, m) for m in ("data", "exact", "random", "learned")],
+    range=[styles.style(EXPERIMENT, m).colour for m in ("data", "exact", "random", "learned")],
 )
 
 
@@ -48,7 +49,7 @@ def training_chart(frame: pd.DataFrame, running: bool) -> alt.Chart | None:
         return None
     line = (
         alt.Chart(rows)
-        .mark_line(point=True, color=plots_compressive.COLOURS["learned"])
+        .mark_line(point=True, color=styles.style(EXPERIMENT, "learned").colour)
         .encode(
             x=alt.X("step:Q", title="meta-training step"),
             y=alt.Y("held_out:Q", title="held-out error / exact error (median)", scale=alt.Scale(type="log")),
@@ -68,7 +69,7 @@ def example_chart(frame: pd.DataFrame, task: str) -> alt.Chart | None:
     rows = frame[frame["part"] == "example"].copy()
     if rows.empty:
         return None
-    rows["answer"] = rows["method"].map(plots_compressive.LABELS)
+    rows["answer"] = rows["method"].map(lambda method: styles.label(EXPERIMENT, method))
     size = 260 if task == "kmeans" else 18
     data = rows[rows["method"] == "data"]
     answers = rows[rows["method"] != "data"]
@@ -103,7 +104,7 @@ def example_chart(frame: pd.DataFrame, task: str) -> alt.Chart | None:
 def errors_table(frame: pd.DataFrame) -> pd.DataFrame:
     rows = frame[(frame["part"] == "example") & (frame["method"] != "data")]
     table = rows.groupby("method", sort=False)["relative_error"].first().reset_index()
-    table["method"] = table["method"].map(plots_compressive.LABELS)
+    table["method"] = table["method"].map(lambda method: styles.label(EXPERIMENT, method))
     return table.rename(columns={"relative_error": "error / exact error on this data set"})
 
 
