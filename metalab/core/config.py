@@ -57,6 +57,39 @@ def param(
     ``help`` text, the ``label`` people read (default: the field name) and how a ``control`` offers it.
 
     For tuple fields the bounds and choices apply to every element.
+
+    Parameters
+    ----------
+    default : Any
+        The field's default (a list or tuple becomes a tuple default).
+    ge, gt, le : float, optional
+        Numeric bounds: value >= ge, value > gt, value <= le.
+    choices : iterable, optional
+        The allowed values (then the bounds are not used).
+    help : str
+        One line saying what the field does (CLI help, dashboard tooltips).
+    label : str
+        The words people read for the field; empty for the field name.
+    control : Control, optional
+        How the dashboard offers the field; None for ``Control()`` (chosen from the type).
+
+    Returns
+    -------
+    dataclasses.Field
+        A field whose ``metadata`` holds the bounds, choices, help, label and control.
+
+    Examples
+    --------
+    >>> import dataclasses
+    >>> @dataclasses.dataclass(frozen=True)
+    ... class Grid(Config):
+    ...     sizes: tuple[int, ...] = param((10, 20), ge=1, help="sample sizes to sweep")
+    >>> Grid().sizes, Grid(sizes="5, 50").sizes  # a tuple field also reads a comma-separated string
+    ((10, 20), (5, 50))
+    >>> Grid(sizes=(5, 0))
+    Traceback (most recent call last):
+        ...
+    metalab.core.config.ConfigError: sizes=0 is not allowed: a finite number >= 1
     """
     meta = {
         "ge": ge,
@@ -145,7 +178,41 @@ def _coerce(name: str, value: Any, kind: type, optional: bool = False) -> Any:
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """Base class of experiment configs: validated on construction, with named presets."""
+    """Base class of experiment configs: validated on construction, with named presets.
+
+    A subclass is a frozen dataclass whose fields are declared with :func:`param` and whose ``presets``
+    map a preset name to the fields it sets; ``check()`` adds cross-field rules.
+
+    Raises
+    ------
+    ConfigError
+        On construction, when a field's value cannot be converted to its type or is not allowed.
+
+    Examples
+    --------
+    >>> import dataclasses
+    >>> @dataclasses.dataclass(frozen=True)
+    ... class Demo(Config):
+    ...     rank: int = param(3, ge=1, le=20, label="rank s", help="subspace dimension")
+    ...     method: str = param("meta_sp", choices=("meta_sp", "mom"), help="estimator")
+    ...     presets = {"quick": {"rank": 2}, "paper": {"rank": 10}}
+    >>> Demo.preset("quick").rank, Demo.preset("paper", method="mom").method
+    (2, 'mom')
+    >>> Demo(rank="5").replace(method="mom").to_dict()  # strings are converted to the field's type
+    {'rank': 5, 'method': 'mom'}
+    >>> Demo.label("rank"), Demo.allowed("rank"), Demo.allowed("method")
+    ('rank s', 'a finite number >= 1 and <= 20', "one of 'meta_sp', 'mom'")
+    >>> Demo.describe()["rank"]
+    'subspace dimension (a finite number >= 1 and <= 20)'
+    >>> Demo(rank=30)
+    Traceback (most recent call last):
+        ...
+    metalab.core.config.ConfigError: rank=30 is not allowed: a finite number >= 1 and <= 20
+    >>> Demo.preset("huge")
+    Traceback (most recent call last):
+        ...
+    metalab.core.config.ConfigError: preset='huge' is not allowed: one of 'quick', 'paper'
+    """
 
     presets: ClassVar[dict[str, dict[str, Any]]] = {}
 
@@ -171,13 +238,38 @@ class Config:
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> Self:
-        """The named preset (e.g. ``quick`` or ``paper``) with ``overrides`` applied."""
+        """The named preset (e.g. ``quick`` or ``paper``) with ``overrides`` applied.
+
+        Parameters
+        ----------
+        name : str
+            A key of ``presets``.
+        **overrides
+            Field values that replace the preset's (strings are converted).
+
+        Returns
+        -------
+        Config
+            A validated instance of this class (see the class docstring for an example).
+
+        Raises
+        ------
+        ConfigError
+            When ``name`` is not a preset, an override names no field, or a value is not allowed.
+        """
         if name not in cls.presets:
             raise ConfigError("preset", name, "one of " + ", ".join(map(repr, cls.presets)))
         cls._check_names(overrides)
         return cls(**{**cls.presets[name], **overrides})
 
     def replace(self, **changes: Any) -> Self:
+        """A validated copy with ``changes`` applied.
+
+        Raises
+        ------
+        ConfigError
+            When a change names no field or its value is not allowed.
+        """
         self._check_names(changes)
         return dataclasses.replace(self, **changes)
 
@@ -202,7 +294,23 @@ class Config:
 
     @classmethod
     def label(cls, name: str) -> str:
-        """The words people read for field ``name`` (its declared label, else the name itself)."""
+        """The words people read for field ``name`` (its declared label, else the name itself).
+
+        Parameters
+        ----------
+        name : str
+            A field of this config.
+
+        Returns
+        -------
+        str
+            The label, e.g. ``"rank s"`` for a field declared with ``param(3, label="rank s")``.
+
+        Raises
+        ------
+        ConfigError
+            When ``name`` is not a field.
+        """
         return cls.field(name).metadata.get("label") or name
 
     @classmethod
@@ -213,7 +321,23 @@ class Config:
 
     @classmethod
     def allowed(cls, name: str) -> str:
-        """What field ``name`` allows, in words (as error messages say it)."""
+        """What field ``name`` allows, in words (as error messages say it).
+
+        Parameters
+        ----------
+        name : str
+            A field of this config.
+
+        Returns
+        -------
+        str
+            E.g. ``"a finite number >= 1 and <= 20"`` or ``"one of 'zero', 'spectral'"``.
+
+        Raises
+        ------
+        ConfigError
+            When ``name`` is not a field.
+        """
         return _allowed_text(cls.field(name).metadata)
 
     @classmethod
@@ -229,7 +353,32 @@ class Config:
 
 
 def parse_assignments(pairs: Iterable[str]) -> dict[str, str]:
-    """Turn CLI ``key=value`` strings into a dict; values are converted by the config itself."""
+    """Turn CLI ``key=value`` strings into a dict; values are converted by the config itself.
+
+    Parameters
+    ----------
+    pairs : iterable of str
+        Assignments such as ``"rank=3"`` (spaces around the key and value are dropped).
+
+    Returns
+    -------
+    dict of str to str
+        Field name to the value's text.
+
+    Raises
+    ------
+    ConfigError
+        When a string has no ``=`` or an empty key.
+
+    Examples
+    --------
+    >>> parse_assignments(["rank=3", " init = spectral "])
+    {'rank': '3', 'init': 'spectral'}
+    >>> parse_assignments(["rank"])
+    Traceback (most recent call last):
+        ...
+    metalab.core.config.ConfigError: --set='rank' is not allowed: key=value, e.g. --set rank=3
+    """
     out = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")

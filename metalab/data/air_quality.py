@@ -48,6 +48,16 @@ class AirQualityTasks:
     (ISO week). The pooled statistics undo the standardisation, ``raw = z * std + mean``; the
     feature statistics cover the continuous columns (the first ones, before the wind one-hot), and
     the target's raw value is log1p(PM2.5) when loaded with ``log_target=True``.
+
+    Examples
+    --------
+    >>> tasks = AirQualityTasks(
+    ...     X=[torch.zeros(3, 2)] * 10, y=[torch.zeros(3)] * 10,
+    ...     task_ids=[("Demo", f"2014-03-{day:02d}") for day in range(1, 11)], feature_names=["TEMP", "PRES"],
+    ... )
+    >>> train, test = tasks.split(test_fraction=0.2, seed=0)
+    >>> len(train), len(test), sorted(train.task_ids + test.task_ids) == tasks.task_ids
+    (8, 2, True)
     """
 
     X: list[torch.Tensor]
@@ -63,7 +73,25 @@ class AirQualityTasks:
         return len(self.X)
 
     def split(self, test_fraction: float = 0.2, seed: int = 0) -> tuple[AirQualityTasks, AirQualityTasks]:
-        """Hold out a random ``test_fraction`` of the tasks (not of the rows); both parts keep task order."""
+        """Hold out a random ``test_fraction`` of the tasks (not of the rows); both parts keep task order.
+
+        Parameters
+        ----------
+        test_fraction : float
+            The share of tasks held out, in (0, 1); round(test_fraction · T) tasks.
+        seed : int
+            Seeds which tasks are held out.
+
+        Returns
+        -------
+        train, test : AirQualityTasks
+            The kept and the held-out tasks, with the pooled statistics of the whole set.
+
+        Raises
+        ------
+        ValueError
+            When ``test_fraction`` is outside (0, 1) or leaves either part empty.
+        """
         if not 0.0 < test_fraction < 1.0:
             raise ValueError(f"test_fraction={test_fraction!r} is not allowed: it must lie in (0, 1)")
         n = len(self)
@@ -90,6 +118,27 @@ def find_air_quality_dir(path: str | os.PathLike | None = None) -> pathlib.Path 
 
     Looks only at ``path`` when given, else at ``$METALAB_DATA``; either may be the folder itself or a
     parent holding ``beijing_air_quality/``.
+
+    Parameters
+    ----------
+    path : str or path-like, optional
+        The folder, or its parent; None reads ``$METALAB_DATA``.
+
+    Returns
+    -------
+    pathlib.Path or None
+        The first of ``path`` and ``path/beijing_air_quality`` holding a ``PRSA_Data_*.csv.gz`` file.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as parent:
+    ...     folder = pathlib.Path(parent, "beijing_air_quality")
+    ...     folder.mkdir()
+    ...     folder.joinpath("PRSA_Data_Demo_20130301-20170228.csv.gz").touch()
+    ...     found = [find_air_quality_dir(parent), find_air_quality_dir(folder), find_air_quality_dir(folder / "x")]
+    >>> found == [folder, folder, None]  # the parent, the folder itself; a folder without the files
+    True
     """
     return next((d for d in _candidate_dirs(path) if any(d.glob(FILE_GLOB))), None)
 
@@ -124,6 +173,66 @@ def load_air_quality_tasks(
     (PM2.5 is heavy tailed). Tasks with fewer than ``min_samples`` rows
     are dropped; ``max_tasks`` keeps a random subset of the tasks and ``max_samples`` a random subset
     of each task's rows (in time order), both drawn from ``seed``. Tasks are ordered by station, then time.
+
+    Parameters
+    ----------
+    path : str or path-like, optional
+        The folder of the CSV files or its parent; None reads ``$METALAB_DATA``.
+    period : {"day", "week"}
+        One task per station and calendar day, or per station and ISO week.
+    stations : iterable of str, optional
+        Station names (as in the file names); None uses all.
+    features : sequence of str
+        Weather or pollutant columns used as features (not ``target``).
+    wind_direction : bool
+        Append the 16 one-hot wind-direction columns.
+    target : str
+        The pollutant column to predict.
+    log_target : bool
+        Model log1p(target).
+    min_samples : int
+        Drop tasks with fewer complete rows (>= 1).
+    max_samples : int, optional
+        Keep at most this many random rows per task (>= ``min_samples``).
+    max_tasks : int, optional
+        Keep at most this many random tasks (>= 1).
+    years : iterable of int, optional
+        Calendar years to keep; None keeps all.
+    seed : int
+        Seeds the task and row subsets.
+
+    Returns
+    -------
+    AirQualityTasks
+        Standardised per-task ``X`` (m_t, d) and ``y`` (m_t,), the task ids, the feature names and the
+        pooled statistics.
+
+    Raises
+    ------
+    FileNotFoundError
+        When no ``PRSA_Data_*.csv.gz`` file is found (the message says where it looked).
+    ValueError
+        When an argument names an unknown column, station or year, is out of range, or no task keeps
+        ``min_samples`` rows; when a file is not a readable gzip CSV, lacks a used column, or holds a
+        non-numeric or infinite feature or target value.
+
+    Examples
+    --------
+    One station over two days, written in the UCI layout (only the columns the loader reads):
+
+    >>> import tempfile
+    >>> columns = ["year", "month", "day", "hour", "PM2.5", "TEMP", "PRES", "DEWP", "RAIN", "WSPM", "wd", "station"]
+    >>> rows = [(2014, 3, 1 + h // 24, h % 24, 50 + h, h % 7, 1010, h % 5, 0, h % 3, "N", "Demo") for h in range(48)]
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     file = pathlib.Path(folder, "PRSA_Data_Demo_20130301-20170228.csv.gz")
+    ...     pd.DataFrame(rows, columns=columns).to_csv(file, index=False)
+    ...     tasks = load_air_quality_tasks(folder)
+    >>> tasks.task_ids
+    [('Demo', '2014-03-01'), ('Demo', '2014-03-02')]
+    >>> tuple(tasks.X[0].shape), tasks.feature_names[:5]  # 5 weather columns, then 16 wind one-hots
+    ((24, 21), ['TEMP', 'PRES', 'DEWP', 'RAIN', 'WSPM'])
+    >>> abs(float(torch.cat(tasks.y).mean())) < 1e-12  # standardised over all kept rows
+    True
     """
     features = list(features)
     _check_arguments(period, features, wind_direction, target, min_samples, max_samples, max_tasks)

@@ -33,7 +33,21 @@ __all__ = ["Experiment", "Paper", "Part", "Unit"]
 
 @dataclasses.dataclass(frozen=True)
 class Paper:
-    """Bibliographic and scientific metadata of the paper an experiment reproduces."""
+    """Bibliographic and scientific metadata of the paper an experiment reproduces.
+
+    Examples
+    --------
+    >>> paper = Paper(
+    ...     title="A Paper", authors="A. Author and B. Author", venue="NeurIPS", year=2024, arxiv="2409.02708",
+    ...     question="Does it work?", claims=("It works.", "It is fast."), lab="Run it.",
+    ... )
+    >>> paper.citation
+    'A. Author and B. Author, NeurIPS 2024 · arXiv:2409.02708'
+    >>> paper.url
+    'https://arxiv.org/abs/2409.02708'
+    >>> paper.markdown().splitlines()[0], paper.markdown().splitlines()[-1]
+    ('# A Paper', '2. It is fast.')
+    """
 
     title: str
     authors: str
@@ -73,6 +87,16 @@ class Part:
     repeats (None: no x-axis, ``step`` is 0); ``columns`` are the value columns every record carries;
     ``volatile`` names those among them that measure the machine rather than the method (wall-clock
     seconds, resident memory), which differ between two runs of the same seed.
+
+    Examples
+    --------
+    >>> part = Part("rank", x="rank", columns=("rank", "error"), units=lambda config, context: [])
+    >>> part.check_record(Record("rank", "mom", 2, {"rank": 2, "error": 0.1})) is None
+    True
+    >>> part.check_record(Record("rank", "mom", 3, {"rank": 2, "error": 0.1}))
+    Traceback (most recent call last):
+        ...
+    ValueError: part 'rank': step=3 but its x column 'rank' is 2
     """
 
     name: str
@@ -98,7 +122,32 @@ def _no_context(config: Config) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class Experiment:
-    """A paper's lab: metadata, settings, parts and figures; :meth:`run` streams its records."""
+    """A paper's lab: metadata, settings, parts and figures; :meth:`run` streams its records.
+
+    Examples
+    --------
+    A one-part experiment whose single unit counts to ``n``:
+
+    >>> import dataclasses
+    >>> from metalab.core import param
+    >>> @dataclasses.dataclass(frozen=True)
+    ... class CountConfig(Config):
+    ...     n: int = param(3, ge=1)
+    ...     parts: tuple[str, ...] = param(("count",), choices=("count",))
+    ...     seed: int = param(0, ge=0)
+    ...     presets = {"quick": {"n": 2}}
+    >>> def count_units(config, context):
+    ...     return [Unit(lambda: (Record("count", "demo", i, {"i": i}) for i in range(config.n)))]
+    >>> paper = Paper("A Paper", "A. Author", "NeurIPS", 2024, "", "Does it count?", ("It counts.",), "Count.")
+    >>> counting = Experiment(
+    ...     "counting", paper, CountConfig, (Part("count", x="i", columns=("i",), units=count_units),),
+    ...     figures=lambda frame: {},
+    ... )
+    >>> [(record.step, record.progress) for record in counting.run()]  # the quick preset: n = 2
+    [(0, 0.0), (1, 1.0)]
+    >>> len(list(counting.run(CountConfig(n=4)))), counting.part_names
+    (4, ('count',))
+    """
 
     name: str
     paper: Paper
@@ -113,6 +162,13 @@ class Experiment:
         return tuple(part.name for part in self.parts)
 
     def part(self, name: str) -> Part:
+        """The part called ``name``.
+
+        Raises
+        ------
+        ValueError
+            When the experiment has no such part (the message lists its parts).
+        """
         for part in self.parts:
             if part.name == name:
                 return part
@@ -120,7 +176,21 @@ class Experiment:
 
     def run(self, config: Config | None = None) -> Iterator[Record]:
         """Stream the records of the selected parts (``config.parts``) in declaration order; each record's
-        ``progress`` is the fraction of the whole run done when it was emitted."""
+        ``progress`` is the fraction of the whole run done when it was emitted.
+
+        Seeds Python, NumPy and torch with ``config.seed`` and builds ``context(config)`` once, before the
+        first unit runs (see the class docstring for an example).
+
+        Parameters
+        ----------
+        config : Config, optional
+            An instance of ``self.config`` with ``parts`` and ``seed`` fields; None for the quick preset.
+
+        Returns
+        -------
+        Iterator[Record]
+            The records, lazily: nothing runs until the first one is requested.
+        """
         config = config if config is not None else self.config.preset("quick")
         seed_everything(config.seed)
         context = self.context(config)

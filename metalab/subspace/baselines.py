@@ -58,7 +58,44 @@ def _mom_basis(data: TaskTensors, rank: int) -> torch.Tensor:
 
 
 def method_of_moments(X: Any, y: Any, rank: int, *, true_basis: Any = None) -> SubspaceResult:
-    """MoM: B̂ = top-s eigenvectors of (1/T) Σ_t (1/m_t) Σ_i y_ti² x_ti x_tiᵀ; heads by least squares on X_t B̂."""
+    """MoM: B̂ = top-s eigenvectors of (1/T) Σ_t (1/m_t) Σ_i y_ti² x_ti x_tiᵀ; heads by least squares on X_t B̂.
+
+    For Gaussian inputs the moment matrix has mean (1/T) Σ_t [(||θ_t||² + σ²) I + 2 θ_tθ_tᵀ], whose top-s
+    eigenvectors span col(B*); one pass, no iterations.
+
+    Parameters
+    ----------
+    X, y : arrays (T, m, d) and (T, m), or lists of T arrays (m_t, d) and (m_t,)
+        The tasks' inputs and targets (a tensor keeps its device).
+    rank : int
+        The subspace dimension s, in 1..min(T, d)-1.
+    true_basis : array (d, s'), optional
+        When given, every history entry also holds the spectral sin Θ to it.
+
+    Returns
+    -------
+    SubspaceResult
+        ``basis`` (d, s), the per-task estimates θ_t as ``coef`` (T, d) and a single history entry
+        (iteration 0); ``converged`` is True.
+
+    Raises
+    ------
+    ValueError
+        When the data or an argument is malformed (the message names it and what is allowed).
+
+    Examples
+    --------
+    A one-pass estimate, rough with few samples per task and sharper with many tasks:
+
+    >>> from metalab.data.linear import hps_tasks
+    >>> from metalab.subspace import sin_theta
+    >>> tasks = hps_tasks(d=10, rank=2, n_tasks=300, n_samples=30, seed=0)
+    >>> result = method_of_moments(tasks.X, tasks.y, rank=2)
+    >>> result.n_iter, tuple(result.basis.shape)
+    (0, (10, 2))
+    >>> sin_theta(result.basis, tasks.basis) < 0.3
+    True
+    """
     data = as_task_tensors(X, y)
     rank = check_rank(rank, data)
     truth = check_true_basis(true_basis, data)
@@ -112,6 +149,47 @@ def altmin_gd(
     exact=True is AltMin: the U-step solves the (d s)-dimensional normal equations of F in U exactly.
     init: "mom" (the method-of-moments basis) or "random" (QR of a Gaussian drawn from ``seed``).
     Stops when the relative change of Θ = V Uᵀ falls below ``tol``.
+
+    Parameters
+    ----------
+    X, y : arrays (T, m, d) and (T, m), or lists of T arrays (m_t, d) and (m_t,)
+        The tasks' inputs and targets (a tensor keeps its device).
+    rank : int
+        The subspace dimension s, in 1..min(T, d)-1.
+    step_size : float or None
+        η > 0 for the U-step; None for 1/λ_max(VᵀV/T).  Unused when ``exact``.
+    max_iter : int
+        At most this many iterations (>= 1).
+    tol : float
+        Stop when the relative change of Θ falls below ``tol`` (>= 0).
+    init : {"mom", "random"}
+        The starting basis U⁰.
+    exact : bool
+        False: a gradient step on U (AltMinGD); True: the exact least-squares U-step (AltMin).
+    seed : int
+        Seeds the random start (init="random").
+    true_basis : array (d, s'), optional
+        When given, every history entry also holds the spectral sin Θ to it.
+
+    Returns
+    -------
+    SubspaceResult
+        ``basis`` (d, s), the per-task estimates θ_t as ``coef`` (T, d), one ``history`` entry per
+        iteration; ``converged`` is True when the change fell below ``tol`` within ``max_iter``.
+
+    Raises
+    ------
+    ValueError
+        When the data or an argument is malformed (the message names it and what is allowed).
+
+    Examples
+    --------
+    >>> from metalab.data.linear import hps_tasks
+    >>> from metalab.subspace import sin_theta
+    >>> tasks = hps_tasks(d=10, rank=2, n_tasks=30, n_samples=20, seed=0)
+    >>> result = altmin_gd(tasks.X, tasks.y, rank=2, init="random")
+    >>> result.converged, sin_theta(result.basis, tasks.basis) < 1e-6
+    (True, True)
     """
     data = as_task_tensors(X, y)
     rank = check_rank(rank, data)
@@ -138,7 +216,35 @@ def altmin(
     seed: int = 0,
     true_basis: Any = None,
 ) -> SubspaceResult:
-    """AltMin: altmin_gd with the exact least-squares U-step."""
+    """AltMin: altmin_gd with the exact least-squares U-step,
+    U ← QR(argmin_U F(V Uᵀ)) after each head step v_t = argmin_v ||X_t U v - y_t||².
+
+    Parameters
+    ----------
+    X, y, rank, max_iter, tol, init, seed, true_basis
+        As for :func:`altmin_gd`.
+
+    Returns
+    -------
+    SubspaceResult
+        As for :func:`altmin_gd`, with ``method="altmin"``.
+
+    Raises
+    ------
+    ValueError
+        When the data or an argument is malformed (the message names it and what is allowed).
+
+    Examples
+    --------
+    With m = 5 < d = 10 samples per task no single task is identifiable, but the shared subspace is:
+
+    >>> from metalab.data.linear import hps_tasks
+    >>> from metalab.subspace import coef_error
+    >>> tasks = hps_tasks(d=10, rank=2, n_tasks=30, n_samples=5, seed=0)
+    >>> result = altmin(tasks.X, tasks.y, rank=2)
+    >>> result.converged, coef_error(result.coef, tasks.coef) < 1e-6
+    (True, True)
+    """
     return altmin_gd(X, y, rank, max_iter=max_iter, tol=tol, init=init, exact=True, seed=seed, true_basis=true_basis)
 
 
@@ -193,7 +299,43 @@ def burer_monteiro(
 ) -> SubspaceResult:
     """Burer-Monteiro: minimise F(V Bᵀ) + (1/8)||BᵀB - VᵀV||_F² over B (d, s), V (T, s) with L-BFGS
     (torch.optim.LBFGS, strong-Wolfe line search) from a seeded Gaussian start; basis = left singular
-    vectors of B.  Stops when the relative change of Θ = V Bᵀ falls below ``tol``."""
+    vectors of B.  Stops when the relative change of Θ = V Bᵀ falls below ``tol``.
+
+    Parameters
+    ----------
+    X, y : arrays (T, m, d) and (T, m), or lists of T arrays (m_t, d) and (m_t,)
+        The tasks' inputs and targets (a tensor keeps its device).
+    rank : int
+        The subspace dimension s, in 1..min(T, d)-1.
+    max_iter : int
+        At most this many L-BFGS iterations (>= 1).
+    tol : float
+        Stop when the relative change of Θ falls below ``tol`` (>= 0).
+    seed : int
+        Seeds the Gaussian start.
+    true_basis : array (d, s'), optional
+        When given, every history entry also holds the spectral sin Θ to it.
+
+    Returns
+    -------
+    SubspaceResult
+        ``basis`` (d, s), the per-task estimates θ_t as ``coef`` (T, d), one ``history`` entry per
+        iteration; ``converged`` is True when the change fell below ``tol`` within ``max_iter``.
+
+    Raises
+    ------
+    ValueError
+        When the data or an argument is malformed (the message names it and what is allowed).
+
+    Examples
+    --------
+    >>> from metalab.data.linear import hps_tasks
+    >>> from metalab.subspace import sin_theta
+    >>> tasks = hps_tasks(d=10, rank=2, n_tasks=30, n_samples=20, seed=0)
+    >>> result = burer_monteiro(tasks.X, tasks.y, rank=2, max_iter=100)
+    >>> result.n_iter, sin_theta(result.basis, tasks.basis) < 1e-4
+    (100, True)
+    """
     data = as_task_tensors(X, y)
     rank = check_rank(rank, data)
     max_iter, tol = _check_iterations(max_iter, tol)
@@ -247,6 +389,45 @@ def nuclear_norm(
     η = step_size or 1/max_t λ_max(X_tᵀX_t/m_t).  λ = lam or the reference rule σ sqrt(T + d²/m)/sqrt(T m)
     with σ estimated by RMS(y), an upper bound on the noise level: pass ``lam`` when σ is known.
     basis = top-s right singular vectors of W.  Stops when the relative change of W falls below ``tol``.
+
+    Parameters
+    ----------
+    X, y : arrays (T, m, d) and (T, m), or lists of T arrays (m_t, d) and (m_t,)
+        The tasks' inputs and targets (a tensor keeps its device).
+    rank : int
+        The subspace dimension s, in 1..min(T, d)-1.
+    lam : float or None
+        λ >= 0; None for the reference rule above.
+    step_size : float or None
+        η > 0; None for 1/max_t λ_max(X_tᵀX_t/m_t).
+    max_iter : int
+        At most this many iterations (>= 1).
+    tol : float
+        Stop when the relative change of Θ falls below ``tol`` (>= 0).
+    true_basis : array (d, s'), optional
+        When given, every history entry also holds the spectral sin Θ to it.
+
+    Returns
+    -------
+    SubspaceResult
+        ``basis`` (d, s), the per-task estimates θ_t as ``coef`` (T, d), one ``history`` entry per
+        iteration; ``converged`` is True when the change fell below ``tol`` within ``max_iter``. ``coef`` is W itself (shrunk by the penalty).
+
+    Raises
+    ------
+    ValueError
+        When the data or an argument is malformed (the message names it and what is allowed).
+
+    Examples
+    --------
+    The penalty shrinks the estimates; a small λ recovers noise-free tasks closely:
+
+    >>> from metalab.data.linear import hps_tasks
+    >>> from metalab.subspace import sin_theta
+    >>> tasks = hps_tasks(d=10, rank=2, n_tasks=30, n_samples=20, seed=0)
+    >>> result = nuclear_norm(tasks.X, tasks.y, rank=2, lam=1e-3)
+    >>> result.converged, sin_theta(result.basis, tasks.basis) < 0.01
+    (True, True)
     """
     data = as_task_tensors(X, y)
     rank = check_rank(rank, data)
@@ -268,7 +449,43 @@ def nuclear_norm(
 
 def single_task_ols(X: Any, y: Any, rank: int, *, ridge: float = 0.0, true_basis: Any = None) -> SubspaceResult:
     """Per-task θ̂_t = argmin_θ (1/m_t)||X_t θ - y_t||² + ridge||θ||² (minimum norm when m_t < d and ridge = 0);
-    basis = top-s right singular vectors of the stacked Θ̂, coef = Θ̂."""
+    basis = top-s right singular vectors of the stacked Θ̂, coef = Θ̂.
+
+    Parameters
+    ----------
+    X, y : arrays (T, m, d) and (T, m), or lists of T arrays (m_t, d) and (m_t,)
+        The tasks' inputs and targets (a tensor keeps its device).
+    rank : int
+        The subspace dimension s, in 1..min(T, d)-1.
+    ridge : float
+        The ridge penalty (>= 0).
+    true_basis : array (d, s'), optional
+        When given, every history entry also holds the spectral sin Θ to it.
+
+    Returns
+    -------
+    SubspaceResult
+        ``basis`` (d, s), the per-task estimates θ_t as ``coef`` (T, d) and a single history entry
+        (iteration 0); ``converged`` is True.
+
+    Raises
+    ------
+    ValueError
+        When the data or an argument is malformed (the message names it and what is allowed).
+
+    Examples
+    --------
+    Exact with m = 20 >= d = 10 noise-free samples per task, far off with m = 5 < d:
+
+    >>> from metalab.data.linear import hps_tasks
+    >>> from metalab.subspace import coef_error
+    >>> tasks = hps_tasks(d=10, rank=2, n_tasks=30, n_samples=20, seed=0)
+    >>> coef_error(single_task_ols(tasks.X, tasks.y, rank=2).coef, tasks.coef) < 1e-10
+    True
+    >>> few = hps_tasks(d=10, rank=2, n_tasks=30, n_samples=5, seed=0)
+    >>> coef_error(single_task_ols(few.X, few.y, rank=2).coef, few.coef) > 0.5
+    True
+    """
     data = as_task_tensors(X, y)
     rank = check_rank(rank, data)
     ridge = check_number("ridge", ridge, strict=False)
@@ -282,7 +499,38 @@ def single_task_ols(X: Any, y: Any, rank: int, *, ridge: float = 0.0, true_basis
 
 
 def oracle(X: Any, y: Any, rank: int, *, true_basis: Any) -> SubspaceResult:
-    """The true subspace (its own width, whatever ``rank``), with per-task least-squares heads on X_t B*."""
+    """The true subspace (its own width, whatever ``rank``), with per-task least-squares heads on X_t B*:
+    θ_t = B* argmin_w ||X_t B* w - y_t||².
+
+    Parameters
+    ----------
+    X, y : arrays (T, m, d) and (T, m), or lists of T arrays (m_t, d) and (m_t,)
+        The tasks' inputs and targets (a tensor keeps its device).
+    rank : int
+        The subspace dimension s, in 1..min(T, d)-1.
+    true_basis : array (d, s')
+        The true basis (required); its column space is the returned basis.
+
+    Returns
+    -------
+    SubspaceResult
+        ``basis`` (d, s), the per-task estimates θ_t as ``coef`` (T, d) and a single history entry
+        (iteration 0); ``converged`` is True.
+
+    Raises
+    ------
+    ValueError
+        When ``true_basis`` is None, or the data or an argument is malformed.
+
+    Examples
+    --------
+    >>> from metalab.data.linear import hps_tasks
+    >>> from metalab.subspace import coef_error
+    >>> tasks = hps_tasks(d=10, rank=2, n_tasks=30, n_samples=20, noise=0.1, seed=0)
+    >>> result = oracle(tasks.X, tasks.y, rank=2, true_basis=tasks.basis)
+    >>> tuple(result.basis.shape), coef_error(result.coef, tasks.coef) < 0.1
+    ((10, 2), True)
+    """
     data = as_task_tensors(X, y)
     check_rank(rank, data)
     if true_basis is None:

@@ -27,6 +27,36 @@ def sin_theta(basis_hat: Any, basis_true: Any, norm: str = "spectral") -> float:
     (an over- or under-specified rank).  ``norm="spectral"`` gives the largest principal-angle sine, in
     [0, 1]; ``norm="fro"`` gives the root sum of squared sines, in [0, sqrt(s_true)], and
     spectral <= fro <= sqrt(s_true) * spectral.
+
+    Parameters
+    ----------
+    basis_hat : array (d, s)
+        The estimate; only its column space matters.
+    basis_true : array (d, s')
+        The reference; only its column space matters.
+    norm : {"spectral", "fro"}
+        The largest sine, or the root sum of squared sines.
+
+    Returns
+    -------
+    float
+        sin Θ(B̂, B*), 0 when col(B*) lies in col(B̂).
+
+    Raises
+    ------
+    ValueError
+        When a basis is not a finite (d, s) matrix with 1 <= s <= d, the dimensions differ, or ``norm``
+        is unknown.
+
+    Examples
+    --------
+    >>> e1, e2, diagonal = [[1.0], [0.0]], [[0.0], [1.0]], [[1.0], [1.0]]
+    >>> sin_theta(e1, e1), sin_theta(e1, e2)
+    (0.0, 1.0)
+    >>> round(sin_theta(diagonal, e1), 4)  # 45 degrees
+    0.7071
+    >>> round(sin_theta([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]], [[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]], "fro"), 4)
+    1.0
     """
     check_choice("norm", norm, NORMS)
     hat = as_float_tensor("basis_hat", basis_hat, None)
@@ -38,7 +68,32 @@ def sin_theta(basis_hat: Any, basis_true: Any, norm: str = "spectral") -> float:
 
 
 def coef_error(coef_hat: Any, coef_true: Any, relative: bool = True) -> float:
-    """||Θ̂ - Θ*||_F, divided by ||Θ*||_F when ``relative``."""
+    """||Θ̂ - Θ*||_F, divided by ||Θ*||_F when ``relative``.
+
+    Parameters
+    ----------
+    coef_hat, coef_true : arrays of one shape, e.g. (T, d)
+        The estimated and the true coefficients.
+    relative : bool
+        Divide by ||Θ*||_F.
+
+    Returns
+    -------
+    float
+        The (relative) Frobenius error.
+
+    Raises
+    ------
+    ValueError
+        When the shapes differ, or ``relative`` and Θ* = 0.
+
+    Examples
+    --------
+    >>> coef_error([[3.0, 0.0]], [[3.0, 4.0]])
+    0.8
+    >>> coef_error([[3.0, 0.0]], [[3.0, 4.0]], relative=False)
+    4.0
+    """
     hat = as_float_tensor("coef_hat", coef_hat, None)
     true = as_float_tensor("coef_true", coef_true, hat.device)
     if hat.shape != true.shape:
@@ -54,7 +109,38 @@ def coef_error(coef_hat: Any, coef_true: Any, relative: bool = True) -> float:
 
 def fit_heads(basis: Any, X: Any, y: Any, ridge: float = 0.0) -> torch.Tensor:
     """Per-task heads W (T, s) in the coordinates of ``basis`` as given:
-    w_t = argmin_w (1/m_t)||X_t B w - y_t||² + ridge ||w||² (the minimum-norm solution when ridge = 0)."""
+    w_t = argmin_w (1/m_t)||X_t B w - y_t||² + ridge ||w||² (the minimum-norm solution when ridge = 0).
+
+    Parameters
+    ----------
+    basis : array (d, s)
+        The features are X_t B; the columns are used as given (not orthonormalised).
+    X, y : arrays (T, m, d) and (T, m), or lists of T arrays (m_t, d) and (m_t,)
+        The tasks' inputs and targets.
+    ridge : float
+        The ridge penalty (>= 0).
+
+    Returns
+    -------
+    tensor (T, s)
+        The heads w_t, one row per task.
+
+    Raises
+    ------
+    ValueError
+        When the data, the basis or ``ridge`` is malformed.
+
+    Examples
+    --------
+    On the true basis of noise-free tasks the heads are the true ones:
+
+    >>> import torch
+    >>> from metalab.data.linear import hps_tasks
+    >>> tasks = hps_tasks(d=10, rank=2, n_tasks=30, n_samples=20, seed=0)
+    >>> heads = fit_heads(tasks.basis, tasks.X, tasks.y)
+    >>> tuple(heads.shape), torch.allclose(heads, tasks.head)
+    ((30, 2), True)
+    """
     data = as_task_tensors(X, y)
     B = check_basis("basis", basis, data.dim, data.device, orthonormalize=False)
     return data.fit_heads(B, check_number("ridge", ridge, strict=False))
@@ -65,6 +151,42 @@ def few_shot_mse(basis: Any, X_support: Any, y_support: Any, X_query: Any, y_que
     (1/T) Σ_t (1/n_t) ||X_t^q B w_t - y_t^q||², with w_t the heads fitted on (X_t^s B, y_t^s).
 
     The columns of ``basis`` are orthonormalised first, so ``ridge`` shrinks coordinates in an orthonormal basis.
+
+    Parameters
+    ----------
+    basis : array (d, s)
+        The subspace the heads live in.
+    X_support, y_support : arrays (T, n, d) and (T, n), or lists of T arrays
+        The samples each head is fitted on.
+    X_query, y_query : arrays (T, q, d) and (T, q), or lists of T arrays
+        The samples the adapted heads are scored on (the same T tasks, in the same order).
+    ridge : float
+        The ridge penalty of the head fit (>= 0).
+
+    Returns
+    -------
+    float
+        The query mean squared error averaged over tasks.
+
+    Raises
+    ------
+    ValueError
+        When the support and query tasks do not match, or the data, the basis or ``ridge`` is malformed.
+
+    Examples
+    --------
+    Five shots per new task suffice on the right 2-dimensional subspace, not on a wrong one:
+
+    >>> import torch
+    >>> from metalab.data.linear import hps_tasks
+    >>> tasks = hps_tasks(d=10, rank=2, n_tasks=30, n_samples=20, seed=0)
+    >>> new = tasks.new_tasks(n_tasks=20, n_samples=25, seed=1)
+    >>> shots = (new.X[:, :5], new.y[:, :5], new.X[:, 5:], new.y[:, 5:])
+    >>> few_shot_mse(tasks.basis, *shots) < 1e-12
+    True
+    >>> first_two_axes = torch.eye(10)[:, :2]
+    >>> few_shot_mse(first_two_axes, *shots) > 0.1
+    True
     """
     support = as_task_tensors(X_support, y_support)
     query = as_task_tensors(X_query, y_query)

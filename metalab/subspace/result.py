@@ -23,15 +23,54 @@ BLOW_UP = 1e10
 
 
 class DivergenceWarning(RuntimeWarning):
-    """An iterative subspace method produced non-finite or exploding iterates and was stopped."""
+    """An iterative subspace method produced non-finite or exploding iterates and was stopped.
+
+    The result then holds the last finite iterate, with ``converged=False``.
+
+    Examples
+    --------
+    A step size far above 1/L makes Meta-SP's gradient step expand instead of contract:
+
+    >>> import warnings
+    >>> from metalab.data.linear import hps_tasks
+    >>> from metalab.subspace import meta_subspace_pursuit
+    >>> tasks = hps_tasks(d=10, rank=2, n_tasks=30, n_samples=20, seed=0)
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     result = meta_subspace_pursuit(tasks.X, tasks.y, rank=2, step_size=10.0)
+    >>> [warning.category.__name__ for warning in caught], result.converged
+    (['DivergenceWarning'], False)
+    """
 
 
 @dataclass
 class SubspaceResult:
-    method: str  # registry name, e.g. "meta_sp"
-    basis: torch.Tensor  # (d, s) orthonormal columns
-    coef: torch.Tensor | None  # (T, d) per-task coefficient estimates θ_t
-    history: list[dict]  # {"iteration", "objective", "seconds"} (+ "sin_theta" when a true basis was given)
+    """What every subspace method returns (see :func:`metalab.subspace.fit` for an example).
+
+    Attributes
+    ----------
+    method : str
+        The registry name, e.g. ``"meta_sp"``.
+    basis : tensor (d, s)
+        The estimated subspace, orthonormal columns.
+    coef : tensor (T, d) or None
+        The per-task coefficient estimates θ_t.
+    history : list of dict
+        One entry per iteration (0 is the initial state): ``iteration``, ``objective``, ``seconds``, and
+        ``sin_theta`` when a true basis was given.
+    converged : bool
+        The relative change of Θ fell below the tolerance (methods without one: the full budget ran
+        without divergence).
+    n_iter : int
+        The last iteration run.
+    seconds : float
+        Time spent computing the method's iterates.
+    """
+
+    method: str
+    basis: torch.Tensor
+    coef: torch.Tensor | None
+    history: list[dict]
     converged: bool
     n_iter: int
     seconds: float

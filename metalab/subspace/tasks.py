@@ -25,7 +25,19 @@ DTYPE = torch.float64
 
 @dataclass(frozen=True)
 class TaskTensors:
-    """Zero-padded tasks: ``X`` (T, M, d), ``y`` (T, M), ``counts`` (T,) holding m_t (float64)."""
+    """Zero-padded tasks: ``X`` (T, M, d), ``y`` (T, M), ``counts`` (T,) holding m_t (float64).
+
+    Build one with :func:`as_task_tensors`.
+
+    Examples
+    --------
+    F(0) = (1/2T) Σ_t ||y_t||²/m_t, the padded rows adding nothing:
+
+    >>> import torch
+    >>> data = as_task_tensors([[[1, 0], [0, 1], [1, 1]], [[2, 2]]], [[1, 2, 3], [4]])
+    >>> round(float(data.loss(torch.zeros(2, 2, dtype=torch.float64))), 4)  # (14/3 + 16/1) / 4
+    5.1667
+    """
 
     X: torch.Tensor
     y: torch.Tensor
@@ -125,6 +137,37 @@ def as_task_tensors(X: Any, y: Any) -> TaskTensors:
 
     ``X`` is (T, m, d) and ``y`` is (T, m) (tensors keep their device, arrays go to the CPU), or ``X`` is
     a list of T arrays (m_t, d) and ``y`` a list of T arrays (m_t,).  Values must be finite.
+
+    Parameters
+    ----------
+    X : tensor or array (T, m, d), or a list of T arrays (m_t, d)
+        The tasks' inputs.
+    y : tensor or array (T, m), or a list of T arrays (m_t,)
+        The tasks' targets, in the same form as ``X``.
+
+    Returns
+    -------
+    TaskTensors
+        ``X`` (T, M, d) and ``y`` (T, M) in float64, M = max_t m_t, zero-padded, with ``counts`` m_t.
+
+    Raises
+    ------
+    ValueError
+        When a shape does not match, a value is not finite, or one of ``X``, ``y`` is a list and the other not.
+
+    Examples
+    --------
+    Two tasks in R^2 with 3 and 1 samples:
+
+    >>> data = as_task_tensors([[[1, 0], [0, 1], [1, 1]], [[2, 2]]], [[1, 2, 3], [4]])
+    >>> tuple(data.X.shape), data.counts.tolist()
+    ((2, 3, 2), [3.0, 1.0])
+    >>> data.y.tolist()
+    [[1.0, 2.0, 3.0], [4.0, 0.0, 0.0]]
+    >>> as_task_tensors([[[1, 0]]], [[1, 2]])
+    Traceback (most recent call last):
+        ...
+    ValueError: y[0] has shape (2,); expected (1,) to match X[0]
     """
     if isinstance(X, (list, tuple)):
         X_pad, y_pad, counts = _padded_from_lists(X, y)
