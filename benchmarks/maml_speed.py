@@ -51,14 +51,14 @@ class ReferenceMAML:
             for _ in range(self.inner_steps):
                 loss = (functional_call(self.net, fast, (sx[t],)) - sy[t]).square().mean()
                 grads = torch.autograd.grad(loss, list(fast.values()), create_graph=True)
-                fast = {k: w - self.inner_lr * g for (k, w), g in zip(fast.items(), grads)}
+                fast = {k: w - self.inner_lr * g for (k, w), g in zip(fast.items(), grads, strict=True)}
             total = total + (functional_call(self.net, fast, (qx[t],)) - qy[t]).square().mean()
         meta_loss = total / sx.shape[0]
         grads = torch.autograd.grad(meta_loss, list(self.params.values()))
-        return dict(zip(self.params, grads))
+        return dict(zip(self.params, grads, strict=True))
 
     def step(self, support, query) -> None:
-        for p, g in zip(self.params.values(), self.gradients(support, query).values()):
+        for p, g in zip(self.params.values(), self.gradients(support, query).values(), strict=True):
             p.grad = g
         self.optimizer.step()
 
@@ -89,7 +89,9 @@ class ReferenceMLSR(ReferenceMAML):
             Phi_q = torch.cat([feats_q, torch.ones_like(feats_q[:, :1])], 1)
             total = total + (Phi_q @ w_hat - qy[t]).square().mean()
         grads = torch.autograd.grad(total / sx.shape[0], list(self.params.values()), allow_unused=True)
-        return {k: torch.zeros_like(v) if g is None else g for (k, v), g in zip(self.params.items(), grads)}
+        return {
+            k: torch.zeros_like(v) if g is None else g for (k, v), g in zip(self.params.items(), grads, strict=True)
+        }
 
 
 # ---------------------------------------------------------------------------------------------

@@ -7,16 +7,19 @@ import torch
 from torch.func import functional_call
 
 from metalab.core import generator
+from metalab.core.loop import meta_training
+from metalab.core.results import HypergradientWarning
 from metalab.data.sinusoid import SinusoidTasks
 from metalab.gbml import (
+    MetaGradient,
     MetaLearner,
     adapt,
+    adapt_tasks,
     adaptation_losses,
     fine_tune,
     head_names,
     meta_gradient,
 )
-from metalab.core.results import HypergradientWarning
 from metalab.nets import MLP, param_dict
 
 torch.set_num_threads(1)
@@ -52,9 +55,9 @@ def reference(model, params, support, query, *, steps, lr, first_order=False, he
             if l1:
                 inner = inner + l1 * fast["4.weight"].abs().sum()
             grads = torch.autograd.grad(inner, [fast[k] for k in names], create_graph=not first_order)
-            fast = {**fast, **{k: fast[k] - lr * g for k, g in zip(names, grads)}}
+            fast = {**fast, **{k: fast[k] - lr * g for k, g in zip(names, grads, strict=True)}}
         outer = _loss(functional_call(model, fast, (query[0][t],)), query[1][t], loss)
-        for k, g in zip(theta, torch.autograd.grad(outer, list(theta.values()))):
+        for k, g in zip(theta, torch.autograd.grad(outer, list(theta.values())), strict=True):
             total[k] += g / B
     return total
 
@@ -101,7 +104,7 @@ def test_reptile_moves_towards_adapted_parameters():
     for t in range(4):
         theta = {k: v.clone().requires_grad_(True) for k, v in params.items()}
         value = _loss(functional_call(model, theta, (support[0][t],)), support[1][t], "mse")
-        for k, g in zip(theta, torch.autograd.grad(value, list(theta.values()))):
+        for k, g in zip(theta, torch.autograd.grad(value, list(theta.values())), strict=True):
             support_grad[k] += 0.1 * g / 4
     assert _close(one, support_grad)
     three = meta_gradient("reptile", model, params, support, query, inner_steps=3, inner_lr=0.1).grads
@@ -174,3 +177,58 @@ def test_short_sinusoid_meta_training_beats_random_init():
     assert float(meta[1]) < 0.6 * float(random[1])
     assert float(meta[10]) < 0.4 * float(random[10])
     assert float(meta[10]) < float(meta[0])
+
+
+# ---------------------------------------------------------------------------------------------
+# The shared meta-training loop
+
+
+def test_meta_training_loop_counts_evaluates_every_k_and_reports_the_fraction():
+    batches, evaluated = [], []
+
+    def step(batch):
+        batches.append(batch)
+        return {"loss": 1.0 / batch, "status": "ok"}
+
+    rows = list(
+        meta_training(step, 7, sample=lambda i: i, evaluate=lambda i: evaluated.append(i) or i, evaluate_every=3)
+    )
+    assert [r.iteration for r in rows] == list(range(1, 8)) and batches == list(range(1, 8))
+    assert evaluated == [3, 6, 7] and [r.evaluation for r in rows] == [None, None, 3, None, None, 6, 7]
+    assert [r.fraction for r in rows] == pytest.approx([i / 7 for i in range(1, 8)])
+    assert rows[-1].elapsed == pytest.approx(sum(r.seconds for r in rows))
+    assert rows[1].as_dict()["loss"] == pytest.approx(0.5) and rows[1].as_dict()["status"] == "ok"
+
+
+def test_meta_training_loop_stops_with_an_honest_status_on_a_non_finite_loss():
+    losses = iter([2.0, 1.0, float("nan"), 0.5])
+    rows = list(meta_training(lambda _: {"loss": next(losses)}, 4, evaluate=lambda i: i, evaluate_every=1))
+    assert [r.status for r in rows] == ["ok", "ok", "non_finite"]
+    assert rows[-1].fraction == pytest.approx(0.75) and rows[-1].evaluation is None  # a diverged model is not evaluated
+    with pytest.raises(ValueError, match="iterations=0 is not allowed"):
+        meta_training(lambda _: {"loss": 0.0}, 0)
+
+
+def test_meta_learner_stops_when_the_query_loss_diverges():
+    model, params, support, query = _problem()
+    losses = iter([1.0, 2.0, float("inf"), 1.0])
+
+    def diverging(model, params, support, query):  # a meta-gradient method whose third query loss overflows
+        grads = {k: torch.ones_like(v) for k, v in params.items()}
+        return MetaGradient("diverging", grads, next(losses), torch.zeros(support[0].shape[0]))
+
+    learner = MetaLearner(model, diverging, params=params)
+    stats = list(learner.fit(lambda _: (support, query), 4))
+    assert [s["iteration"] for s in stats] == [1, 2, 3] and [s["status"] for s in stats] == ["ok", "ok", "non_finite"]
+    assert stats[-1]["fraction"] == pytest.approx(0.75)
+
+
+def test_adapt_tasks_is_adapt_on_every_task():
+    model, params, support, _ = _problem()
+    for loss, trainable in (("mse", "head"), ("mse", "all")):
+        batched = adapt_tasks(model, params, support, steps=3, lr=0.05, loss=loss, trainable=trainable)
+        for t in range(support[0].shape[0]):
+            one = adapt(model, params, support[0][t], support[1][t], steps=3, lr=0.05, loss=loss, trainable=trainable)
+            assert all(torch.allclose(batched[k][t], one[k], atol=1e-12) for k in one)
+    frozen = adapt_tasks(model, params, support, steps=3, lr=0.05, trainable="head")
+    assert torch.equal(frozen["0.weight"][1], params["0.weight"])  # the body does not move

@@ -205,6 +205,17 @@ def test_meta_training_is_deterministic_by_seed_and_ppo_and_two_steps_run():
         assert stats[0]["status"] == "ok" and math.isfinite(stats[0]["return_after"])
 
 
+def test_meta_train_runs_in_the_shared_loop_and_a_step_takes_the_tasks_it_is_given():
+    options = dict(meta_batch=2, trajectories=3, horizon=4, hidden=(8, 8), seed=4)
+    stats = list(meta_train(MetaRL(**options), iterations=3))
+    assert [s["iteration"] for s in stats] == [1, 2, 3]
+    assert [s["fraction"] for s in stats] == pytest.approx([1 / 3, 2 / 3, 1.0]) and all(s["seconds"] > 0 for s in stats)
+    drawn, given = MetaRL(**options), MetaRL(**options)
+    assert drawn.step()["return_after"] == given.step(given.sample_tasks())["return_after"]  # the same task stream
+    one_goal = MetaRL(**options).step(torch.tensor([[0.3, -0.2]]))  # a meta-batch of one given task
+    assert one_goal["status"] == "ok" and math.isfinite(one_goal["return_after"])
+
+
 @pytest.mark.parametrize("method", ["maml", "mlsr"])
 def test_short_meta_training_run_improves_the_post_adaptation_return(method):
     # measured (seeds 0-3): the random policy returns -9.1 to -9.8 before adaptation; after 25

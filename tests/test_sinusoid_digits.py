@@ -11,7 +11,14 @@ import pytest
 import torch
 
 from metalab.core import generator
-from metalab.data.digit_pairs import DigitPairs, load_mnist, read_idx
+from metalab.data.digit_pairs import (
+    DigitPairs,
+    digit_pair_pools,
+    digit_split_sizes,
+    load_mnist,
+    read_idx,
+    split_digits,
+)
 from metalab.data.sinusoid import SinusoidTasks
 
 torch.set_num_threads(1)
@@ -116,6 +123,35 @@ def test_sklearn_digits_default():
     assert images.support_x.shape == (2, 2, 1, 8, 8)
     with pytest.raises(ValueError, match="shots=100"):
         pool.sample(1, shots=100, query_shots=100)
+
+
+@pytest.mark.parametrize("fraction", [0.5, 0.3])
+def test_digit_split_is_a_deterministic_partition_of_every_class(fraction):
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    (train_x, train_y), (test_x, test_y) = split_digits(fraction)
+    (again_x, _), _ = split_digits.__wrapped__(fraction)  # recomputed, not the cached arrays
+    assert np.array_equal(train_x, again_x)
+    for d in range(10):
+        mine = data.images[data.target == d]
+        assert (train_y == d).sum() == round(fraction * len(mine))
+        # the class's images in order: first the meta-training ones, then the test ones, each image once
+        assert np.array_equal(np.concatenate([train_x[train_y == d], test_x[test_y == d]]), mine)
+    sizes = digit_split_sizes(fraction)
+    assert sizes[0] == min((train_y == 0).sum(), (test_y == 0).sum()) and min(sizes.values()) >= 50
+    with pytest.raises(ValueError, match="train_fraction=1.0 is not allowed"):
+        split_digits(1.0)
+
+
+def test_digit_pair_pools_hold_the_chosen_digits_of_each_half():
+    train, test = digit_pair_pools((3, 5, 8))
+    assert train.digits == test.digits == (3, 5, 8)
+    (_, train_y), (_, test_y) = split_digits(0.5)
+    assert train.class_size(5) == (train_y == 5).sum() and test.class_size(8) == (test_y == 8).sum()
+    assert float(train.x.max()) <= 1.0 and train.x.shape[1] == 64
+    batch = test.sample(4, shots=2, query_shots=3, seed=1)
+    assert set(batch.classes.flatten().tolist()) <= {3, 5, 8}
 
 
 def _write_idx(path, array, compress):

@@ -10,16 +10,24 @@ from metalab.data.sinusoid import SinusoidTasks
 from metalab.gbml import MetaLearner
 from metalab.nets import MLP, param_dict
 from metalab.sparse import (
+    bias_free_penalty,
     body_features,
     fista,
+    head_layer,
+    head_matrix,
     head_sparsity,
     ista,
+    iterate_recovery,
     lipschitz_constant,
     mlsr_gradient,
+    objective,
+    recover_heads,
+    recovery_predictions,
     rip_estimate,
     soft_threshold,
     sparse_recovery,
     split_body,
+    task_rip_estimates,
 )
 
 torch.set_num_threads(1)
@@ -125,6 +133,30 @@ def test_recovery_arguments_are_checked():
 # MLSR
 
 
+@pytest.mark.parametrize(("algorithm", "loss"), [("ista", "mse"), ("fista", "mse"), ("ista", "mae"), ("fista", "mae")])
+def test_iterate_recovery_ends_at_sparse_recovery_and_decreases_the_objective(algorithm, loss):
+    Phi, y = _orthogonal_design(outputs=2)
+    Phi = Phi * torch.linspace(0.2, 3.0, Phi.shape[-1], dtype=F64)  # ill-conditioned, so the iterates move slowly
+    lam = 0.05 * torch.ones(Phi.shape[-1], 1, dtype=F64)
+    iterates = list(iterate_recovery(Phi, y, lam, algorithm=algorithm, steps=40, loss=loss))
+    result = sparse_recovery(Phi, y, lam, algorithm=algorithm, steps=40, loss=loss)
+    assert [it.iteration for it in iterates] == list(range(1, 41))
+    assert iterates[-1].coef.shape == result.coef.shape == (3, Phi.shape[-1], 2)
+    assert torch.allclose(iterates[-1].coef, result.coef, rtol=0, atol=0)  # the same arithmetic
+    assert torch.allclose(iterates[0].step_size, result.step_size)
+    if loss == "mse" and algorithm == "ista":  # ISTA with step 1/L never increases the objective
+        values = torch.stack([objective(Phi, y, it.coef, lam) for it in iterates])
+        assert bool((values[1:] <= values[:-1] + 1e-12).all())
+
+
+def test_iterate_recovery_checks_its_arguments_before_the_first_iterate():
+    Phi, y = _orthogonal_design()
+    with pytest.raises(ValueError, match="steps=0 is not allowed"):
+        iterate_recovery(Phi, y, 0.1, steps=0)
+    with pytest.raises(ValueError, match="algorithm='cd' is not allowed"):
+        iterate_recovery(Phi, y, 0.1, algorithm="cd")
+
+
 def _mlsr_problem(sizes=(1, 12, 12, 1), tasks=3, shots=8, seed=0):
     torch.manual_seed(seed)
     model = MLP(list(sizes)).double()
@@ -144,7 +176,7 @@ def test_mlsr_first_order_equals_gradient_with_detached_head():
     W, b = theta[prefix + ".weight"], theta[prefix + ".bias"]
     w_st = torch.cat([W.T, b[None]])[None] + (w_hat - torch.cat([W.T, b[None]])[None]).detach()
     loss = ((Phi_q @ w_st - query[1]) ** 2).mean(dim=(1, 2)).mean()
-    want = dict(zip(theta, torch.autograd.grad(loss, list(theta.values()))))
+    want = dict(zip(theta, torch.autograd.grad(loss, list(theta.values())), strict=True))
     assert result.query_loss == pytest.approx(float(loss.detach()))
     assert all(torch.allclose(result.grads[k], want[k], atol=1e-12) for k in want)
     # the head initialisation gets the query gradient at ŵ averaged over tasks (FOMAML-style)
@@ -256,3 +288,69 @@ def test_recovered_head_fits_support_features():
     lstsq = torch.linalg.pinv(Phi) @ support[1]
     assert Phi.shape[-1] == 5  # four features and the ones column
     assert torch.allclose(Phi @ heads, Phi @ lstsq, atol=1e-3)
+
+
+def test_head_matrix_and_head_layer_are_inverse_and_leave_the_bias_unpenalised():
+    model, params, _, _ = _mlsr_problem()
+    _, prefix = split_body(model)
+    head = head_matrix(params, prefix)  # (p + 1, 1)
+    assert head.shape == (13, 1) and torch.equal(head[-1], params[prefix + ".bias"])
+    back = head_layer(head, prefix)
+    assert all(torch.equal(back[k], params[k]) for k in back)
+    per_task = head_matrix({k: v.expand(4, *v.shape) for k, v in params.items()}, prefix)
+    assert per_task.shape == (4, 13, 1) and torch.equal(per_task[2], head)
+    penalty = bias_free_penalty(per_task)
+    assert (
+        penalty.shape == (4, 13, 1) and float(penalty[:, -1].abs().sum()) == 0.0 and bool((penalty[:, :-1] == 1).all())
+    )
+
+
+def test_recover_heads_is_the_inner_loop_of_the_mlsr_gradient():
+    model, params, support, query = _mlsr_problem()
+    for options in ({"lam": 0.02, "steps": 15}, {"lam": 0.1, "steps": 5, "algorithm": "fista", "head_init": "zero"}):
+        heads = recover_heads(model, params, support, **options)
+        want = mlsr_gradient(model, params, support, query, **options).recovered_head
+        assert torch.allclose(heads.coef, want, atol=1e-12)
+
+
+def test_recovery_predictions_take_gradient_steps_of_size_one_over_l_without_the_l1_term():
+    model, params, support, query = _mlsr_problem()
+    preds = recovery_predictions(model, params, support, query[0], steps=3)
+    assert preds.shape == (4, 3, 8, 1)
+    body, prefix = split_body(model)
+    Phi_s, Phi_q = body_features(body, params, support[0]), body_features(body, params, query[0])
+    w = head_matrix(params, prefix).expand(3, -1, -1)
+    assert torch.allclose(preds[0], Phi_q @ w)
+    eta = 1.0 / lipschitz_constant(Phi_s)[:, None, None]
+    w1 = w - eta * Phi_s.transpose(1, 2) @ (Phi_s @ w - support[1]) / Phi_s.shape[1]
+    assert torch.allclose(preds[1], Phi_q @ w1, atol=1e-12)
+    support_loss = [float((Phi_s @ h - support[1]).square().mean()) for h in [w, w1]]
+    assert support_loss[1] < support_loss[0]  # a descent step on the support loss
+    assert recovery_predictions(model, params, support, query[0], steps=0).shape == (1, 3, 8, 1)
+    with pytest.raises(ValueError, match="query_x"):
+        recovery_predictions(model, params, support, query[0][:2], steps=1)
+
+
+def test_recovery_with_cross_entropy_regresses_on_one_hot_labels():
+    torch.manual_seed(0)
+    model = MLP([4, 6, 3]).double()
+    params = param_dict(model)
+    x = torch.randn(2, 9, 4, dtype=F64)
+    labels = torch.arange(9).remainder(3).expand(2, -1)
+    heads = recover_heads(model, params, (x, labels), lam=0.0, steps=3000, algorithm="fista", query_loss="ce")
+    logits = recovery_predictions(model, params, (x, labels), x, steps=3000, query_loss="ce")[-1]
+    assert heads.coef.shape == (2, 7, 3)
+    assert bool((logits.argmax(-1) == labels).float().mean() > 0.7)  # a least-squares fit of one-hot rows
+    with pytest.raises(ValueError, match="support labels are not allowed: integers in 0..2"):
+        recover_heads(model, params, (x, labels + 1), lam=0.0, steps=1, query_loss="ce")
+
+
+def test_task_rip_estimates_estimate_each_task_with_its_own_seed():
+    g = torch.Generator().manual_seed(3)
+    Phi = torch.randn(3, 12, 20, generator=g, dtype=F64)
+    Phi[1, :, 2:] = 0.0  # two live columns: k is lowered to 2 for this task
+    estimates = task_rip_estimates(Phi, 3, trials=20, seed=7)
+    assert [e.k for e in estimates] == [3, 2, 3]
+    assert estimates[2].delta == rip_estimate(Phi[2], 3, trials=20, seed=9).delta
+    with pytest.raises(ValueError, match="Phi of shape"):
+        task_rip_estimates(Phi[0], 3)

@@ -5,7 +5,7 @@ from metalab.data.air_quality import (
     find_air_quality_dir,
     load_air_quality_tasks,
 )
-from metalab.data.digit_pairs import DigitPairs, load_mnist, read_idx
+from metalab.data.digit_pairs import DigitPairs, digit_pair_pools, digit_split_sizes, load_mnist, read_idx, split_digits
 from metalab.data.episodes import (
     Episode,
     EpisodeBatch,
@@ -46,6 +46,8 @@ __all__ = [
     "SinusoidBatch",
     "SinusoidTasks",
     "digit_classes",
+    "digit_pair_pools",
+    "digit_split_sizes",
     "episode_samplers",
     "evaluate_one_shot_runs",
     "find_air_quality_dir",
@@ -62,4 +64,5 @@ __all__ = [
     "load_tiered_imagenet",
     "pixel_nearest_neighbour",
     "read_idx",
+    "split_digits",
 ]

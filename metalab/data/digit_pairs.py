@@ -12,6 +12,7 @@ an ``.npz`` with ``x_train``/``y_train``/``x_test``/``y_test``.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import os
 import struct
@@ -169,13 +170,28 @@ class DigitPairs:
         generator: torch.Generator | None = None,
         seed: int | None = None,
     ) -> EpisodeBatch:
-        """``n_tasks`` tasks with ``shots`` support and ``query_shots`` (default ``shots``) query images per class.
+        """Draw ``n_tasks`` digit-pair tasks, balanced and shuffled within each task.
 
-        ``pairs``: None draws two different digits per task; else one pair for every task or a list of
-        ``n_tasks`` pairs.  ``permute_labels`` decides per task at random which digit is labelled 0
-        (with ``pairs=None`` the random order of the draw already does).  Returns an
-        :class:`~metalab.data.episodes.EpisodeBatch`: x (B, 2·shots, *image), y (B, 2·shots) in {0, 1},
-        and ``classes`` (B, 2) with ``classes[t, c]`` the digit labelled c in task t.
+        Parameters
+        ----------
+        n_tasks : int
+            B, the number of tasks.
+        shots, query_shots : int
+            Support and query images per class (``query_shots`` defaults to ``shots``).
+        pairs : optional
+            None draws two different digits per task; else one pair for every task or a list of
+            ``n_tasks`` pairs.
+        permute_labels : bool
+            Decide per task at random which digit is labelled 0 (with ``pairs=None`` the random order of
+            the draw already does).
+        generator, seed
+            The random stream, or a fresh one seeded with ``seed`` (default 0).
+
+        Returns
+        -------
+        EpisodeBatch
+            x (B, 2·shots, *image), y (B, 2·shots) in {0, 1} (and the query set likewise), and
+            ``classes`` (B, 2) with ``classes[t, c]`` the digit labelled c in task t.
         """
         n_tasks = check_int("n_tasks", n_tasks, 1)
         shots = check_int("shots", shots, 1)
@@ -211,8 +227,8 @@ class DigitPairs:
             ]
             support.append(self._shuffled(rows, slice(0, shots), generator))
             query.append(self._shuffled(rows, slice(shots, need), generator))
-        sx, sy = (torch.stack(v) for v in zip(*support))
-        qx, qy = (torch.stack(v) for v in zip(*query))
+        sx, sy = (torch.stack(v) for v in zip(*support, strict=True))
+        qx, qy = (torch.stack(v) for v in zip(*query, strict=True))
         return EpisodeBatch(sx, sy, qx, qy, chosen)
 
     def _shuffled(self, rows: list[torch.Tensor], part: slice, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -220,3 +236,55 @@ class DigitPairs:
         y = torch.cat([torch.full((r[part].numel(),), c, dtype=torch.long) for c, r in enumerate(rows)])
         order = torch.randperm(idx.numel(), generator=g)
         return self.x[idx[order]], y[order]
+
+
+# ---------------------------------------------------------------------------------------------
+# Disjoint meta-training and test images
+
+
+@functools.lru_cache(maxsize=4)
+def split_digits(train_fraction: float = 0.5) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """scikit-learn's 8x8 digits split per class into meta-training and test images, deterministically.
+
+    Parameters
+    ----------
+    train_fraction : float
+        The share of each digit's images, in the data set's order, that go to meta-training
+        (``round(fraction · count)`` of them); the rest are the test images.
+
+    Returns
+    -------
+    ((train images (N₁, 8, 8), train labels (N₁,)), (test images (N₂, 8, 8), test labels (N₂,)))
+        Raw pixel values 0..16; no image is in both.  Cached: treat the arrays as read-only.
+    """
+    if not 0.0 < float(train_fraction) < 1.0:
+        raise ValueError(f"train_fraction={train_fraction!r} is not allowed: a number strictly between 0 and 1")
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    images, labels = data.images, data.target
+    train, test = [], []
+    for digit in range(10):
+        index = np.flatnonzero(labels == digit)
+        cut = int(round(train_fraction * index.size))
+        train.append(index[:cut])
+        test.append(index[cut:])
+    train_index, test_index = np.concatenate(train), np.concatenate(test)
+    return (images[train_index], labels[train_index]), (images[test_index], labels[test_index])
+
+
+def digit_split_sizes(train_fraction: float = 0.5) -> dict[int, int]:
+    """Per digit, the images it has in the smaller of the two halves of :func:`split_digits` (what one
+    task may draw at most: support + query images per class)."""
+    (_, train_labels), (_, test_labels) = split_digits(train_fraction)
+    return {d: int(min((train_labels == d).sum(), (test_labels == d).sum())) for d in range(10)}
+
+
+def digit_pair_pools(digits: Sequence[int], train_fraction: float = 0.5) -> tuple[DigitPairs, DigitPairs]:
+    """(meta-training pool, test pool) of digit-pair tasks over ``digits``, from the disjoint images of
+    :func:`split_digits` (flattened, values in [0, 1])."""
+    pools = []
+    for images, labels in split_digits(train_fraction):
+        keep = np.isin(labels, list(digits))
+        pools.append(DigitPairs(images[keep], labels[keep], flatten=True, scale=1.0 / 16.0))
+    return pools[0], pools[1]

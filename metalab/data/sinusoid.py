@@ -110,8 +110,22 @@ class SinusoidTasks:
         generator: torch.Generator | None = None,
         seed: int | None = None,
     ) -> SinusoidBatch:
-        """``n_tasks`` tasks with ``shots`` support (default: the preset's) and ``query_shots`` (default:
-        ``shots``) query points, from ``generator`` or a fresh one seeded with ``seed`` (default 0)."""
+        """Draw a meta-batch: per task y = A sin(f x − φ) at uniform x, A, φ, f from the distribution's ranges.
+
+        Parameters
+        ----------
+        n_tasks : int
+            B, the number of tasks.
+        shots, query_shots : int, optional
+            Support points per task (default: the distribution's) and query points (default: ``shots``).
+        generator : torch.Generator, optional
+            The random stream; None uses a fresh one seeded with ``seed`` (default 0).
+
+        Returns
+        -------
+        SinusoidBatch
+            Support (B, shots, 1) and query (B, query_shots, 1) points and each task's A, φ, f.
+        """
         n_tasks = check_int("n_tasks", n_tasks, 1)
         shots = self.shots if shots is None else check_int("shots", shots, 1)
         query_shots = shots if query_shots is None else check_int("query_shots", query_shots, 1)
@@ -129,6 +143,18 @@ class SinusoidTasks:
     def fixed_tasks(
         self, n_tasks: int = 600, shots: int | None = None, query_shots: int | None = None, *, seed: int = 0
     ) -> SinusoidBatch:
-        """A test set that depends only on ``seed`` (a stream separate from training draws)."""
+        """A test set that depends only on ``seed`` (a stream separate from training draws).
+
+        Parameters
+        ----------
+        n_tasks, shots, query_shots
+            As for :meth:`sample`.
+        seed : int
+            The test set's seed.
+
+        Returns
+        -------
+        SinusoidBatch
+        """
         g = seeded_generator(check_seed(seed), "sinusoid-test")
         return self.sample(n_tasks, shots, query_shots, generator=g)

@@ -21,7 +21,7 @@ Methods (``METHODS``), for an inner loop of K gradient steps of size α on the s
 Inner losses are ``"mse"`` (regression, targets shaped like the output) or ``"ce"`` (classification,
 integer labels).  ``l1 > 0`` adds ``l1 · Σ|w|`` over the head's weight matrices to the inner loss
 (autograd's subgradient, ``sign(w)``), which is the L1-regularised MAML ablation of the sparse-recovery
-lab.  Test-time adaptation (:func:`fine_tune`) never adds it.
+lab.  Test-time adaptation (:mod:`metalab.gbml.adaptation`) never adds it.
 """
 
 from __future__ import annotations
@@ -209,11 +209,30 @@ def adapt(
     l1: float = 0.0,
     create_graph: bool = False,
 ) -> Params:
-    """``steps`` gradient steps of size ``lr`` on one task's loss, updating only ``trainable``.
+    """``steps`` gradient steps ``φ ← φ − lr ∇φ L(φ)`` on one task's loss, updating only ``trainable``.
 
-    Works on one task's tensors (x (n, ...), y (n, out) or (n,) labels) and composes with
-    ``torch.func.grad``/``vmap``.  ``create_graph=False`` treats each inner gradient as a constant (the
-    first-order approximation); ``True`` keeps the dependence so an outer gradient is second order.
+    Parameters
+    ----------
+    model, params
+        The network and its parameters ``{name: tensor}``.
+    x, y : Tensor
+        One task's inputs (n, ...) and targets (n, out) or labels (n,); composes with
+        ``torch.func.grad``/``vmap`` (see :func:`adapt_tasks` for a meta-batch).
+    steps, lr
+        The number and size of the steps.
+    loss : {"mse", "ce"}
+    trainable : None, "all", "head" or names
+        What moves (the rest stays at ``params``).
+    l1 : float
+        Adds ``l1 · Σ|W_head|`` to the loss.
+    create_graph : bool
+        False treats each inner gradient as a constant (first order); True keeps the dependence, so an
+        outer gradient is second order.
+
+    Returns
+    -------
+    dict
+        Every parameter, the trainable ones adapted.
     """
     names = _trainable(model, trainable)
     l1_names = tuple(k for k in head_names(model) if params[k].ndim >= 2) if l1 else ()
@@ -250,7 +269,11 @@ def gradient_of_mean(fn, params: Mapping[str, torch.Tensor]) -> tuple[dict[str, 
         leaves = {k: v.detach().clone().requires_grad_(True) for k, v in params.items()}
         losses, aux = fn(leaves)
         grads = torch.autograd.grad(losses.mean(), list(leaves.values()), allow_unused=True)
-    return {k: torch.zeros_like(v) if g is None else g for (k, v), g in zip(leaves.items(), grads)}, losses, aux
+    return (
+        {k: torch.zeros_like(v) if g is None else g for (k, v), g in zip(leaves.items(), grads, strict=True)},
+        losses,
+        aux,
+    )
 
 
 def make_result(
@@ -286,9 +309,31 @@ def meta_gradient(
     l1: float = 0.0,
     batch_mode: str = "vmap",
 ) -> MetaGradient:
-    """The meta-gradient of ``method`` on a meta-batch ``support=(x, y)``, ``query=(x, y)`` (B tasks).
+    """The meta-gradient of ``method`` on a meta-batch of B tasks.
 
-    ``method`` is one of ``METHODS`` (or ``"maml_fz"``).  ``head`` picks the head for ``"anil"`` and for the ``l1`` penalty (default: the last nn.Linear).
+    Parameters
+    ----------
+    method : str
+        One of ``METHODS`` (or the alias ``"maml_fz"``).
+    model, params
+        A buffer-free network and its parameters ``{name: tensor}``.
+    support, query : (x (B, n, ...), y)
+        Targets (B, n, out) for ``loss="mse"`` ((B, n) is promoted), integer labels (B, n) for ``"ce"``.
+    inner_steps, inner_lr
+        K gradient steps of size α in the inner loop (K >= 1 for Reptile).
+    loss : {"mse", "ce"}
+    head : str or names, optional
+        The head for ``"anil"`` and for the ``l1`` penalty (default: the last ``nn.Linear``).
+    l1 : float
+        Adds ``l1 · Σ|W_head|`` to the inner loss (the L1-regularised MAML ablation).
+    batch_mode : {"vmap", "sequential"}
+        Vectorise the per-task objective over the meta-batch, or loop over the tasks (the reference).
+
+    Returns
+    -------
+    MetaGradient
+        The meta-gradient averaged over the tasks (zeros and ``status="non_finite"`` when it was not
+        finite) and the query losses.
     """
     name = ALIASES.get(_method(method), method)
     model = check_model(model)
@@ -325,69 +370,3 @@ def meta_gradient(
 
     grads, losses, _ = gradient_of_mean(task_losses, params)
     return make_result(name, grads, losses)
-
-
-# ---------------------------------------------------------------------------------------------
-# Test-time adaptation
-
-
-def _fine_tune_task(model, loss, names, steps, lr, params, xs, ys, xq):
-    preds = [functional_call(model, params, (xq,))]
-    for _ in range(steps):
-        params = _adapt(model, loss, names, 1, lr, 0.0, (), False, params, xs, ys)
-        preds.append(functional_call(model, params, (xq,)))
-    return torch.stack(preds)
-
-
-def fine_tune(
-    model: nn.Module,
-    params: Mapping[str, torch.Tensor],
-    support: Pair,
-    query_x: torch.Tensor,
-    *,
-    steps: int,
-    lr: float,
-    loss: str = "mse",
-    trainable: str | Sequence[str] | None = None,
-) -> torch.Tensor:
-    """Adapt to every task of ``support`` by plain gradient steps and predict on ``query_x`` after each.
-
-    Returns predictions (steps + 1, B, n_query, out): index 0 before adaptation, index s after s
-    steps.  ``trainable``: None/"all" (every parameter, as MAML), "head" (as ANIL / MAML-FZ) or names.
-    No regulariser is added (the sparse-recovery paper adapts at test time without one).
-    """
-    model = check_model(model)
-    check_choice("loss", loss, LOSSES)
-    steps = check_int("steps", steps, 0)
-    lr = check_number("lr", lr)
-    params = check_param_dict(model, params)
-    dtype = next(iter(params.values())).dtype
-    sx, sy = check_pair("support", support, loss, dtype)
-    qx = check_inputs("query_x", query_x, dtype)
-    if qx.shape[0] != sx.shape[0] or qx.shape[2:] != sx.shape[2:]:
-        raise ValueError(
-            f"query_x {tuple(qx.shape)} does not match support x {tuple(sx.shape)} in tasks and input shape"
-        )
-    names = _trainable(model, trainable)
-    task_fn = partial(_fine_tune_task, model, loss, names, steps, lr)
-    with torch.no_grad():
-        return vmap(task_fn, in_dims=(None, 0, 0, 0), out_dims=1)(params, sx, sy, qx)
-
-
-def adaptation_losses(
-    model: nn.Module,
-    params: Mapping[str, torch.Tensor],
-    support: Pair,
-    query: Pair,
-    *,
-    steps: int,
-    lr: float,
-    loss: str = "mse",
-    trainable: str | Sequence[str] | None = None,
-) -> torch.Tensor:
-    """Query loss per adaptation step and task, (steps + 1, B), from :func:`fine_tune`'s predictions."""
-    preds = fine_tune(model, params, support, query[0], steps=steps, lr=lr, loss=loss, trainable=trainable)
-    qy = check_pair("query", query, loss, preds.dtype)[1]
-    if loss == "ce":
-        return vmap(vmap(nn.functional.cross_entropy))(preds, qy.expand(preds.shape[0], *qy.shape))
-    return (preds - qy).square().flatten(2).mean(-1)

@@ -25,10 +25,20 @@ from metalab.nets import param_dict
 class MetaLearner:
     """Meta-train ``model``'s parameters (kept here as a dict, the module itself is not modified).
 
-    ``method``: a name from :data:`metalab.gbml.METHODS` (options go to :func:`~metalab.gbml.meta_gradient`)
-    or a callable ``method(model, params, support, query, **options) -> MetaGradient`` such as
-    :func:`metalab.sparse.mlsr_gradient`.  ``params``: the starting point (default: the module's own).
-    Adam with learning rate ``meta_lr`` applies each meta-gradient.
+    Parameters
+    ----------
+    model : nn.Module
+        A buffer-free network.
+    method : str or callable
+        A name from :data:`metalab.gbml.METHODS` (``options`` go to :func:`~metalab.gbml.meta_gradient`)
+        or ``method(model, params, support, query, **options) -> MetaGradient`` such as
+        :func:`metalab.sparse.mlsr_gradient`.
+    meta_lr : float
+        The learning rate of the Adam optimiser that applies each meta-gradient.
+    params : dict, optional
+        The starting point (default: the module's own parameters).
+    **options
+        Passed to the meta-gradient on every step.
     """
 
     def __init__(

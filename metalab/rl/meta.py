@@ -59,7 +59,15 @@ from metalab.gbml.core import gradient_of_mean, make_result
 from metalab.rl.envs import make_env
 from metalab.rl.policy import GaussianPolicy, log_prob, make_policy
 from metalab.rl.sampling import BASELINES, Trajectories, masked_mean, process, rollout, surrogate_loss
-from metalab.sparse import ALGORITHMS, body_features, sparse_recovery, split_body
+from metalab.sparse import (
+    ALGORITHMS,
+    bias_free_penalty,
+    body_features,
+    head_layer,
+    head_matrix,
+    sparse_recovery,
+    split_body,
+)
 
 METHODS = ("maml", "l1_maml", "mlsr")
 OUTER = ("vpg", "ppo")
@@ -125,12 +133,11 @@ def mlsr_step(
 ) -> Params:
     """Recover each task's mean head by ISTA/FISTA on the body's features (first order; see the module docstring)."""
     body, last = split_body(policy.mean)
-    weight_name, bias_name = f"mean.{last}.weight", f"mean.{last}.bias"
+    prefix = f"mean.{last}"
     # the body is never adapted by MLSR, so every task shares the first task's body parameters
     body_params = {k[len("mean.") :]: v[0].detach() for k, v in params.items() if k.startswith("mean.")}
     mask = batch.mask.flatten(1, 2)[..., None]  # (T, n, 1)
-    W, b = params[weight_name], params[bias_name]  # (T, m, p), (T, m)
-    start = torch.cat([W.transpose(1, 2), b[:, None, :]], dim=1)  # (T, p + 1, m)
+    start = head_matrix(params, prefix)  # (T, p + 1, m)
     with torch.no_grad():
         Phi_d = body_features(body, body_params, batch.observations[:, :, :-1].flatten(1, 2))  # (T, n, p + 1)
         start_d = start.detach()
@@ -147,17 +154,12 @@ def mlsr_step(
         root = weights.sqrt()
         # λ is relative to the mean over running steps; padded rows are zero and only rescale the 1/n
         count = mask.sum((1, 2))
-        penalty = torch.ones_like(start_d[:1, :, :1])
-        penalty[:, -1] = 0.0  # the bias row is not penalised
-        lam = rule.lam * penalty * (count / mask.shape[1])[:, None, None]
+        lam = rule.lam * bias_free_penalty(start_d) * (count / mask.shape[1])[:, None, None]
         coef = sparse_recovery(
             Phi_d * root, y * root, lam, w0=start_d, steps=rule.mlsr_steps, algorithm=rule.mlsr_algorithm
         ).coef
     head = start + (coef - start_d)  # identity path to the meta-learned head (first order)
-    out = dict(params)
-    out[weight_name] = head[:, :-1].transpose(1, 2)
-    out[bias_name] = head[:, -1]
-    return out
+    return {**params, **head_layer(head, prefix)}
 
 
 def inner_update(
@@ -231,13 +233,31 @@ def rl_meta_gradient(
 class MetaRL:
     """A meta-RL learner: environment, Gaussian MLP policy, inner rule and Adam on the meta-parameters.
 
-    ``env``: a name for :func:`metalab.rl.make_env` (``horizon`` and ``env_options`` go to it) or an
-    environment object.  ``method`` in ``METHODS``; ``lam``: None for the method's default
-    (``DEFAULT_LAM``), must be 0 for ``"maml"``.  ``meta_batch`` tasks and ``trajectories`` per task and
-    inner step; ``inner_steps`` >= 1 of size ``inner_lr``; ``first_order`` for FOMAML-style
-    (MAML/L1-MAML); ``outer`` in ``OUTER`` (``ppo_epochs``, ``ppo_clip``); ``gamma``, ``baseline`` (in
-    ``BASELINES``) and ``normalize_advantages`` for the advantages; ``hidden``, ``init_std`` for the
-    policy; ``mlsr_*`` for MLSR (see the module docstring).  Every random draw comes from ``seed``.
+    Parameters
+    ----------
+    env : str or environment
+        A name for :func:`metalab.rl.make_env` (``horizon`` and ``env_options`` go to it) or an
+        environment object.
+    method : str
+        One of ``METHODS``.
+    meta_batch, trajectories : int
+        Tasks per meta-iteration, and trajectories per task and inner step.
+    inner_steps, inner_lr
+        Inner steps (>= 1) and their size α.
+    lam : float, optional
+        None for the method's default (``DEFAULT_LAM``); must be 0 for ``"maml"``.
+    first_order : bool
+        FOMAML-style inner gradients (MAML / L1-MAML).
+    outer, meta_lr, ppo_epochs, ppo_clip
+        The outer update: one of ``OUTER``, Adam's learning rate, PPO's epochs and clip.
+    gamma, baseline, normalize_advantages
+        The advantages: discount, one of ``BASELINES``, normalisation per task.
+    hidden, init_std
+        The policy: hidden sizes of the mean network and the initial action standard deviation.
+    mlsr_steps, mlsr_algorithm, mlsr_target, mlsr_scale, mlsr_temperature
+        MLSR's head recovery (see the module docstring).
+    seed : int
+        Every random draw (initial policy, tasks, rollouts) comes from it.
     """
 
     def __init__(
@@ -416,9 +436,28 @@ def evaluate(
 ) -> Evaluation:
     """Adapt ``learner``'s meta-policy (or ``params``) to fixed ``tasks`` for ``steps`` steps, sampling after each.
 
-    ``tasks``: None for ``n_tasks`` tasks drawn from ``seed``.  ``trajectories`` per task and step (MAML:
-    40).  ``lrs``: the step sizes of the policy-gradient steps, default (α, α/2, α/2, ...) with α the
-    learner's ``inner_lr`` (MAML evaluated with 0.1, then 0.05); not used by MLSR.
+    Parameters
+    ----------
+    learner : MetaRL
+        The learner whose environment, policy and inner rule are used.
+    tasks : Tensor, optional
+        (T, task_dim); None for ``n_tasks`` tasks drawn from ``seed``.
+    steps : int
+        Test-time adaptation steps.
+    trajectories : int
+        Trajectories per task and step (MAML: 40).
+    lrs : sequence of float, optional
+        The policy-gradient step sizes, default (α, α/2, α/2, ...) with α the learner's ``inner_lr``
+        (MAML evaluated with 0.1, then 0.05); not used by MLSR.
+    params : dict, optional
+        Parameters to adapt instead of the learner's meta-parameters.
+    seed : int
+        The seed of the tasks (when drawn) and of the rollouts.
+
+    Returns
+    -------
+    Evaluation
+        Returns per step and task, and the trajectories' observations and masks.
     """
     steps = check_int("steps", steps, 0)
     trajectories = check_int("trajectories", trajectories, 1)

@@ -29,9 +29,19 @@ class HeadSparsity:
 
 
 def head_sparsity(heads: torch.Tensor, *, tol: float = 1e-6) -> HeadSparsity:
-    """Sparsity of heads (B, ...) (one per task; a single head is a batch of one).
+    """Sparsity of heads, one per task.
 
-    For MLSR's ``recovered_head`` (B, p + 1, m) pass ``heads[:, :-1]`` to leave out the bias row.
+    Parameters
+    ----------
+    heads : Tensor
+        (B, ...), one head per task (a single head is a batch of one); for MLSR's ``recovered_head``
+        (B, p + 1, m) pass ``heads[:, :-1]`` to leave out the bias row.
+    tol : float
+        |w| below ``tol`` counts as zero (soft-thresholding gives exact zeros).
+
+    Returns
+    -------
+    HeadSparsity
     """
     if not isinstance(heads, torch.Tensor) or not heads.is_floating_point() or heads.numel() == 0:
         raise ValueError("heads is not allowed: a non-empty floating tensor (tasks, ...)")
@@ -61,8 +71,23 @@ def rip_estimate(
 ) -> RIPEstimate:
     """Coherence and a sampled restricted-isometry estimate for a feature matrix Φ (n, p) of one task.
 
-    Columns are normalised to unit length (columns of norm <= ``zero_tol`` are dropped and counted);
-    ``trials`` random sets of ``k`` distinct columns (seeded) give the singular values.
+    Parameters
+    ----------
+    Phi : Tensor
+        (n samples, p features); columns are normalised to unit length, and columns of norm <=
+        ``zero_tol`` are dropped and counted.
+    k : int
+        The sparsity level, 1..(non-zero columns).
+    trials : int
+        Random sets of ``k`` distinct columns whose singular values are computed.
+    seed : int
+        The seed of the sampled sets.
+    zero_tol : float
+
+    Returns
+    -------
+    RIPEstimate
+        μ, the δ_k lower bound (the worst sampled submatrix) and the singular values.
     """
     if not isinstance(Phi, torch.Tensor) or not Phi.is_floating_point() or Phi.ndim != 2 or min(Phi.shape) < 1:
         shape = tuple(Phi.shape) if isinstance(Phi, torch.Tensor) else type(Phi).__name__
@@ -89,3 +114,33 @@ def rip_estimate(
     smax, smin = sv[:, 0], (sv[:, -1] if k <= Phi.shape[0] else torch.zeros(trials, dtype=sv.dtype))
     delta = float(torch.maximum(smax.square() - 1, 1 - smin.square()).max())
     return RIPEstimate(coherence, delta, smin, smax, k, p_live, int((~live).sum()))
+
+
+def task_rip_estimates(Phi: torch.Tensor, k: int, *, trials: int = 100, seed: int = 0) -> list[RIPEstimate]:
+    """:func:`rip_estimate` for every task of a batch of feature matrices Φ (B, n, p).
+
+    Parameters
+    ----------
+    Phi : Tensor
+        One feature matrix (n samples, p features) per task.
+    k : int
+        The sparsity level; a task with fewer than ``k`` non-zero columns is estimated at that
+        smaller level (δ_k is only defined for k up to the number of columns).
+    trials : int
+        Sampled k-column submatrices per task.
+    seed : int
+        Task t samples with the seed ``seed + t``.
+
+    Returns
+    -------
+    list[RIPEstimate]
+        One estimate per task, in order.
+    """
+    if not isinstance(Phi, torch.Tensor) or Phi.ndim != 3:
+        shape = tuple(Phi.shape) if isinstance(Phi, torch.Tensor) else type(Phi).__name__
+        raise ValueError(f"Phi of shape/type {shape} is not allowed: a floating tensor (tasks, n samples, p features)")
+    k = check_int("k", k, 1)
+    live = (Phi.detach().norm(dim=1) > 1e-12).sum(-1)  # (B,) non-zero columns per task
+    return [
+        rip_estimate(Phi[t], min(k, max(1, int(live[t]))), trials=trials, seed=seed + t) for t in range(Phi.shape[0])
+    ]

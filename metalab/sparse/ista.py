@@ -20,6 +20,8 @@ piecewise linear).
 from __future__ import annotations
 
 import math
+from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -119,6 +121,98 @@ def objective(
     return data / Phi.shape[-2] + (lam * w.abs()).sum((-1, -2))
 
 
+@dataclass(frozen=True)
+class RecoveryIterate:
+    """One ISTA/FISTA iteration: ``iteration`` k (1-based), the iterate w_k as ``coef`` (shaped like the
+    result's), and ``step_size`` η per task."""
+
+    iteration: int
+    coef: torch.Tensor
+    step_size: torch.Tensor
+
+
+@dataclass(frozen=True)
+class _Problem:
+    """A checked recovery problem in batched shapes: Φ (B, n, p), y (B, n, m), the start w0 (B, p, m)."""
+
+    Phi: torch.Tensor
+    y: torch.Tensor
+    w0: torch.Tensor
+    lam: float | torch.Tensor
+    eta: torch.Tensor
+    algorithm: str
+    steps: int
+    loss: str
+    out_shape: tuple[int, ...]
+
+
+def _problem(Phi, y, lam, algorithm, steps, step_size, w0, loss) -> _Problem:
+    check_choice("algorithm", algorithm, ALGORITHMS)
+    check_choice("loss", loss, RECOVERY_LOSSES)
+    lam = check_penalty("lam", lam)
+    steps = check_int("steps", steps, 1)
+    Phi_b, y_b, w0_b, out_shape = _as_batch(Phi, y, w0)
+    if step_size is None:
+        eta = 1.0 / lipschitz_constant(Phi_b).clamp_min(torch.finfo(Phi_b.dtype).tiny)
+    else:
+        eta = torch.full(
+            (Phi_b.shape[0],), check_number("step_size", step_size), dtype=Phi_b.dtype, device=Phi_b.device
+        )
+    if w0_b is None:
+        w0_b = torch.zeros(Phi_b.shape[0], Phi_b.shape[-1], y_b.shape[-1], dtype=Phi_b.dtype, device=Phi_b.device)
+    return _Problem(Phi_b, y_b, w0_b, lam, eta, algorithm, steps, loss, out_shape)
+
+
+def _proximal_steps(problem: _Problem) -> Iterator[torch.Tensor]:
+    """The iterates w_1..w_K (batched) of ``w ← soft(z − η_k ∇f(z), η_k λ)``, z = w (ISTA) or the
+    Nesterov point (FISTA); η_k = η, or η/√k for the absolute loss."""
+    eta = problem.eta[:, None, None]
+    w = point = problem.w0
+    t = 1.0
+    for k in range(problem.steps):
+        size = eta / math.sqrt(k + 1) if problem.loss == "mae" else eta
+        z = point - size * _data_grad(problem.Phi, problem.y, point, problem.loss)
+        w_next = _soft(z, size * problem.lam)
+        if problem.algorithm == "fista":
+            t_next = 0.5 * (1.0 + math.sqrt(1.0 + 4.0 * t * t))
+            point = w_next + ((t - 1.0) / t_next) * (w_next - w)
+            t = t_next
+        else:
+            point = w_next
+        w = w_next
+        yield w
+
+
+def iterate_recovery(
+    Phi: torch.Tensor,
+    y: torch.Tensor,
+    lam: float | torch.Tensor,
+    *,
+    algorithm: str = "ista",
+    steps: int = 100,
+    step_size: float | None = None,
+    w0: torch.Tensor | None = None,
+    loss: str = "mse",
+) -> Iterator[RecoveryIterate]:
+    """Run ISTA or FISTA lazily: one :class:`RecoveryIterate` per iteration, w_1 .. w_steps.
+
+    Parameters
+    ----------
+    Phi, y, lam, algorithm, steps, step_size, w0, loss
+        As for :func:`sparse_recovery`; checked at call time, before the first iterate is asked for.
+
+    Returns
+    -------
+    Iterator[RecoveryIterate]
+        ``steps`` iterates; the last one's ``coef`` is :func:`sparse_recovery`'s.  The iterates are
+        differentiable in Φ, y and w0 (as :func:`sparse_recovery`'s result).
+    """
+    problem = _problem(Phi, y, lam, algorithm, steps, step_size, w0, loss)
+    return (
+        RecoveryIterate(k, w.reshape(problem.out_shape), problem.eta) for k, w in enumerate(_proximal_steps(problem), 1)
+    )
+
+
 def sparse_recovery(
     Phi: torch.Tensor,
     y: torch.Tensor,
@@ -132,42 +226,36 @@ def sparse_recovery(
 ) -> RecoveryResult:
     """Run ISTA or FISTA (``algorithm``) for ``steps`` iterations from ``w0`` (default zeros).
 
-    Shapes: Φ (n, p) or (B, n, p); y (n,), (n, m), (B, n) or (B, n, m); ``w0`` and the result's
-    ``coef`` (p,), (p, m), (B, p) or (B, p, m) accordingly.  ``lam`` >= 0: a number, or a tensor
-    broadcastable to the (B, p, m) coefficients (e.g. zero on an unpenalised bias row).
-    ``step_size``: None for 1/L per task (see the module docstring), or a fixed η > 0.
+    Parameters
+    ----------
+    Phi : Tensor
+        Features (n, p) or (B, n, p).
+    y : Tensor
+        Targets (n,), (n, m), (B, n) or (B, n, m).
+    lam : float or Tensor
+        λ >= 0: a number, or a tensor broadcastable to the (B, p, m) coefficients (e.g. zero on an
+        unpenalised bias row).
+    algorithm : {"ista", "fista"}
+    steps : int
+        Iterations (>= 1).
+    step_size : float, optional
+        None for 1/L per task (see the module docstring), or a fixed η > 0.
+    w0 : Tensor, optional
+        The start, shaped like the result's ``coef``: (p,), (p, m), (B, p) or (B, p, m).
+    loss : {"mse", "mae"}
+
+    Returns
+    -------
+    RecoveryResult
+        The last iterate (see :func:`iterate_recovery` for every iterate), η and the objective per task.
     """
-    check_choice("algorithm", algorithm, ALGORITHMS)
-    check_choice("loss", loss, RECOVERY_LOSSES)
-    lam = check_penalty("lam", lam)
-    steps = check_int("steps", steps, 1)
-    Phi_b, y_b, w0_b, out_shape = _as_batch(Phi, y, w0)
-    if step_size is None:
-        eta = 1.0 / lipschitz_constant(Phi_b).clamp_min(torch.finfo(Phi_b.dtype).tiny)
-    else:
-        eta = torch.full(
-            (Phi_b.shape[0],), check_number("step_size", step_size), dtype=Phi_b.dtype, device=Phi_b.device
-        )
-    eta3 = eta[:, None, None]
-    w = (
-        torch.zeros(Phi_b.shape[0], Phi_b.shape[-1], y_b.shape[-1], dtype=Phi_b.dtype, device=Phi_b.device)
-        if w0_b is None
-        else w0_b
-    )
-    point, t = w, 1.0
-    for k in range(steps):
-        size = eta3 / math.sqrt(k + 1) if loss == "mae" else eta3
-        z = point - size * _data_grad(Phi_b, y_b, point, loss)
-        w_next = _soft(z, size * lam)
-        if algorithm == "fista":
-            t_next = 0.5 * (1.0 + math.sqrt(1.0 + 4.0 * t * t))
-            point = w_next + ((t - 1.0) / t_next) * (w_next - w)
-            t = t_next
-        else:
-            point = w_next
-        w = w_next
+    problem = _problem(Phi, y, lam, algorithm, steps, step_size, w0, loss)
+    w = deque(_proximal_steps(problem), maxlen=1)[0]  # the last iterate
     return RecoveryResult(
-        coef=w.reshape(out_shape), step_size=eta, objective=objective(Phi_b, y_b, w, lam, loss), steps=steps
+        coef=w.reshape(problem.out_shape),
+        step_size=problem.eta,
+        objective=objective(problem.Phi, problem.y, w, problem.lam, loss),
+        steps=problem.steps,
     )
 
 

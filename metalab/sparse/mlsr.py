@@ -14,6 +14,10 @@ from zero.  The outer loss is the query loss of ``[φ_θ(X_q) 1] ŵ``, averaged 
 gradient of the query loss with ŵ held fixed, and a learned head initialisation gets the query
 gradient at ŵ (as FOMAML does).  ``second_order=True`` differentiates through the unrolled
 iterations (and through the default step size 1/L) instead.
+
+After meta-training, :func:`recover_heads` runs the same inner loop on a meta-batch (the heads the
+sparsity diagnostics read) and :func:`recovery_predictions` adapts the output layer at test time by
+the recovery's own iteration, predicting on query points after every step.
 """
 
 from __future__ import annotations
@@ -30,7 +34,9 @@ from metalab.gbml.core import (
     MetaGradient,
     Pair,
     check_batches,
+    check_inputs,
     check_model,
+    check_pair,
     check_param_dict,
     gradient_of_mean,
     make_result,
@@ -38,7 +44,9 @@ from metalab.gbml.core import (
 from metalab.sparse.ista import (
     ALGORITHMS,
     RECOVERY_LOSSES,
+    RecoveryResult,
     check_penalty,
+    iterate_recovery,
     sparse_recovery,
 )
 
@@ -67,6 +75,42 @@ def body_features(body: nn.Module, params: dict[str, torch.Tensor], x: torch.Ten
     return torch.cat([Z, torch.ones_like(Z[..., :1])], dim=-1)
 
 
+def head_matrix(params: dict[str, torch.Tensor], prefix: str) -> torch.Tensor:
+    """The output layer ``prefix`` as coefficients of the features ``[φ 1]``: ``w = [Wᵀ; bᵀ]`` (..., p + 1, m),
+    so that ``[φ 1] w = φ Wᵀ + b`` is the layer's output (leading axes, e.g. one layer per task, are kept)."""
+    weight, bias = params[prefix + ".weight"], params[prefix + ".bias"]
+    return torch.cat([weight.transpose(-1, -2), bias.unsqueeze(-2)], dim=-2)
+
+
+def head_layer(head: torch.Tensor, prefix: str) -> dict[str, torch.Tensor]:
+    """The inverse of :func:`head_matrix`: ``{prefix.weight: W (..., m, p), prefix.bias: b (..., m)}``."""
+    return {prefix + ".weight": head[..., :-1, :].transpose(-1, -2), prefix + ".bias": head[..., -1, :]}
+
+
+def bias_free_penalty(head: torch.Tensor) -> torch.Tensor:
+    """Per-row L1 weights (..., p + 1, 1) for heads ``[Wᵀ; bᵀ]``: 1 on the weights, 0 on the bias row."""
+    penalty = torch.ones_like(head[..., :1]).detach()
+    penalty[..., -1, :] = 0.0
+    return penalty
+
+
+def recovery_targets(y: torch.Tensor, outputs: int, query_loss: str, dtype: torch.dtype) -> torch.Tensor:
+    """What the recovery regresses on: one-hot rows (B, n, outputs) of integer labels (B, n) for
+    ``query_loss="ce"``, else the targets ``y`` (B, n, m) themselves.
+
+    Raises ValueError for labels outside 0..outputs-1 or targets whose width m is not ``outputs``.
+    """
+    if query_loss == "ce":
+        if int(y.max()) >= outputs or int(y.min()) < 0:
+            raise ValueError(
+                f"support labels are not allowed: integers in 0..{outputs - 1} (the output layer has {outputs} units)"
+            )
+        return nn.functional.one_hot(y, outputs).to(dtype)
+    if y.shape[-1] != outputs:
+        raise ValueError(f"support y has {y.shape[-1]} outputs per sample but the output layer has {outputs}")
+    return y
+
+
 def mlsr_gradient(
     model: nn.Module,
     params: dict[str, torch.Tensor],
@@ -84,11 +128,30 @@ def mlsr_gradient(
 ) -> MetaGradient:
     """The MLSR meta-gradient on a meta-batch (no Python loop over tasks).
 
-    ``lam`` >= 0: L1 strength on the output weights; ``steps``, ``step_size`` (None: 1/L per task),
-    ``algorithm`` ("ista" | "fista") and ``loss`` ("mse" | "mae") configure the recovery.
-    ``query_loss``: "mse" for regression targets (B, n, m) ((B, n) when m = 1); "ce" for integer labels,
-    in which case the recovery regresses on one-hot targets and the outputs are read as logits.
-    The result's ``recovered_head`` is ŵ per task, (B, p + 1, m): output weights transposed, then the bias row.
+    Parameters
+    ----------
+    model : nn.Module
+        An ``nn.Sequential`` whose last module is the ``nn.Linear`` output layer (see :func:`split_body`).
+    params : dict
+        The model's parameters ``{name: tensor}``.
+    support, query : (x (B, n, ...), y)
+        Targets (B, n, m) ((B, n) when m = 1) for ``query_loss="mse"``, integer labels (B, n) for ``"ce"``.
+    lam : float
+        λ >= 0, the L1 strength on the output weights (the bias row is not penalised).
+    steps, step_size, algorithm, loss
+        The recovery: iterations, η (None: 1/L per task), ``"ista"`` | ``"fista"``, ``"mse"`` | ``"mae"``.
+    query_loss : {"mse", "ce"}
+        For ``"ce"`` the recovery regresses on one-hot targets and the outputs are read as logits.
+    second_order : bool
+        Differentiate through the unrolled recovery (default False: the recovered head is held fixed).
+    head_init : {"learned", "zero"}
+        The recovery starts from the network's own output layer or from zero.
+
+    Returns
+    -------
+    MetaGradient
+        Gradients averaged over the tasks, the mean query loss, and ``recovered_head`` ŵ per task
+        (B, p + 1, m): output weights transposed, then the bias row.
     """
     model = check_model(model)
     body, prefix = split_body(model)
@@ -105,15 +168,7 @@ def mlsr_gradient(
     params = check_param_dict(model, params)
     dtype = params[prefix + ".weight"].dtype
     (sx, sy), (qx, qy) = check_batches(support, query, "ce" if query_loss == "ce" else "mse", dtype)
-    n_out = params[prefix + ".weight"].shape[0]
-    if query_loss == "ce":
-        sy = nn.functional.one_hot(sy, n_out).to(dtype) if int(sy.max()) < n_out and int(sy.min()) >= 0 else None
-        if sy is None:
-            raise ValueError(
-                f"support labels are not allowed: integers in 0..{n_out - 1} (the output layer has {n_out} units)"
-            )
-    elif sy.shape[-1] != n_out:
-        raise ValueError(f"support y has {sy.shape[-1]} outputs per sample but the output layer has {n_out}")
+    sy = recovery_targets(sy, params[prefix + ".weight"].shape[0], query_loss, dtype)
 
     options = dict(algorithm=algorithm, steps=steps, step_size=step_size, loss=loss)
     grads, losses, w_hat = gradient_of_mean(
@@ -139,12 +194,10 @@ def mlsr_gradient(
 def _mlsr_losses(body, prefix, leaves, *, sx, sy, qx, qy, lam, query_loss, second_order, head_init, options):
     """Per-task query losses (B,) and the recovered heads (B, p + 1, m), differentiable in ``leaves``."""
     Phi_s, Phi_q = body_features(body, leaves, sx), body_features(body, leaves, qx)
-    W, b = leaves[prefix + ".weight"], leaves[prefix + ".bias"]
-    w0 = torch.cat([W.transpose(0, 1), b.unsqueeze(0)], dim=0)
+    w0 = head_matrix(leaves, prefix)
     if head_init == "zero":
         w0 = torch.zeros_like(w0)
-    penalty = torch.ones_like(w0[:, :1]).detach()
-    penalty[-1] = 0.0  # the bias row is not penalised
+    penalty = bias_free_penalty(w0)  # the bias row is not penalised
     start = w0.expand(Phi_s.shape[0], *w0.shape)
     if second_order:
         w_hat = sparse_recovery(Phi_s, sy, lam * penalty, w0=start, **options).coef
@@ -156,3 +209,130 @@ def _mlsr_losses(body, prefix, leaves, *, sx, sy, qx, qy, lam, query_loss, secon
     if query_loss == "ce":
         return nn.functional.cross_entropy(outputs.transpose(1, 2), qy, reduction="none").mean(-1), w_hat
     return (outputs - qy).square().flatten(1).mean(-1), w_hat
+
+
+# ---------------------------------------------------------------------------------------------
+# The recovered heads and test-time adaptation of a meta-trained network
+
+
+def _support_heads(model, params, support, query_loss, head_init):
+    """Checked (body, params, support x, recovery targets, start heads (B, p + 1, m)) of one meta-batch."""
+    model = check_model(model)
+    body, prefix = split_body(model)
+    check_choice("query_loss", query_loss, QUERY_LOSSES)
+    check_choice("head_init", head_init, HEAD_INITS)
+    params = check_param_dict(model, params)
+    dtype = params[prefix + ".weight"].dtype
+    sx, sy = check_pair("support", support, "ce" if query_loss == "ce" else "mse", dtype)
+    y = recovery_targets(sy, params[prefix + ".weight"].shape[0], query_loss, dtype)
+    w0 = head_matrix(params, prefix)
+    w0 = torch.zeros_like(w0) if head_init == "zero" else w0
+    return body, params, sx, y, w0.expand(sx.shape[0], *w0.shape).contiguous()
+
+
+def recover_heads(
+    model: nn.Module,
+    params: dict[str, torch.Tensor],
+    support: Pair,
+    *,
+    lam: float,
+    steps: int,
+    step_size: float | None = None,
+    algorithm: str = "ista",
+    loss: str = "mse",
+    query_loss: str = "mse",
+    head_init: str = "learned",
+) -> RecoveryResult:
+    """MLSR's inner loop on every task of a meta-batch, without a graph: the sparse heads it recovers.
+
+    Parameters
+    ----------
+    model, params
+        The network (see :func:`split_body`) and its parameters.
+    support : (x (B, n, ...), y)
+        Targets (B, n, m) for ``query_loss="mse"``, integer labels (B, n) for ``"ce"``.
+    lam, steps, step_size, algorithm, loss
+        The recovery, as for :func:`mlsr_gradient` (the bias row is never penalised).
+    query_loss, head_init
+        As for :func:`mlsr_gradient`.
+
+    Returns
+    -------
+    RecoveryResult
+        ``coef`` ŵ (B, p + 1, m) per task (output weights transposed, then the bias row), as
+        :func:`mlsr_gradient`'s ``recovered_head``.
+    """
+    body, params, sx, y, w0 = _support_heads(model, params, support, query_loss, head_init)
+    with torch.no_grad():
+        Phi = body_features(body, params, sx)
+        return sparse_recovery(
+            Phi,
+            y,
+            lam * bias_free_penalty(w0),
+            algorithm=algorithm,
+            steps=steps,
+            step_size=step_size,
+            w0=w0,
+            loss=loss,
+        )
+
+
+def recovery_predictions(
+    model: nn.Module,
+    params: dict[str, torch.Tensor],
+    support: Pair,
+    query_x: torch.Tensor,
+    *,
+    steps: int,
+    lam: float = 0.0,
+    step_size: float | None = None,
+    algorithm: str = "ista",
+    loss: str = "mse",
+    query_loss: str = "mse",
+    head_init: str = "learned",
+) -> torch.Tensor:
+    """Test-time adaptation of the output layer by the recovery's own iteration, predicting after each step.
+
+    With ``lam=0`` (the default, the paper's test protocol: no L1 term at test time) ISTA's step is a
+    gradient step of size η = 1/L on the recovery loss: ``w ← w − η [Φ 1]ᵀ([Φ 1] w − y) / n``.
+
+    Parameters
+    ----------
+    model, params, support
+        As for :func:`recover_heads`.
+    query_x : Tensor
+        Query inputs (B, n_query, ...).
+    steps : int
+        Recovery iterations (>= 0).
+    lam, step_size, algorithm, loss, query_loss, head_init
+        As for :func:`recover_heads`.
+
+    Returns
+    -------
+    Tensor
+        Predictions (steps + 1, B, n_query, m): index 0 from the starting head, index s after s iterations
+        (logits for ``query_loss="ce"``), as :func:`metalab.gbml.fine_tune` returns them.
+    """
+    steps = check_int("steps", steps, 0)
+    body, params, sx, y, w0 = _support_heads(model, params, support, query_loss, head_init)
+    qx = check_inputs("query_x", query_x, w0.dtype)
+    if qx.shape[0] != sx.shape[0] or qx.shape[2:] != sx.shape[2:]:
+        raise ValueError(
+            f"query_x {tuple(qx.shape)} does not match support x {tuple(sx.shape)} in tasks and input shape"
+        )
+    with torch.no_grad():
+        Phi_s, Phi_q = body_features(body, params, sx), body_features(body, params, qx)
+        heads = [w0]
+        if steps:
+            iterates = iterate_recovery(
+                Phi_s,
+                y,
+                lam * bias_free_penalty(w0),
+                algorithm=algorithm,
+                steps=steps,
+                step_size=step_size,
+                w0=w0,
+                loss=loss,
+            )
+            heads += [iterate.coef for iterate in iterates]
+        return torch.stack([Phi_q @ w for w in heads])
