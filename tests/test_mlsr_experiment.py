@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from itertools import pairwise
 
 import numpy as np
 import pandas as pd
@@ -12,7 +13,7 @@ import torch
 from metalab.cli import main
 from metalab.core import ConfigError, collect
 from metalab.experiments import get_experiment
-from metalab.experiments.mlsr import PUBLISHED, MLSRConfig, run
+from metalab.experiments.mlsr import EXPERIMENT, PAPER, PUBLISHED, TITLE, MLSRConfig, run
 from metalab.plots.mlsr import mlsr_figures
 
 TIMING = ["seconds", "train_seconds"]
@@ -120,6 +121,70 @@ def test_digits_part_starts_at_chance_and_figures_are_drawn(sinusoid_frame):
     assert {"training", "sinusoid", "digits"} <= set(figures)
 
 
+# ---------------------------------------------------------------------------------------------
+# The experiment contract
+
+
+@pytest.fixture(scope="module")
+def every_part():
+    """Every part, every method, at a tiny size: the records as they stream (Record objects)."""
+    torch.set_num_threads(1)
+    config = MLSRConfig.preset(
+        "quick",
+        methods=("mlsr", "maml", "maml_fz", "random", "maml_l1"),
+        inner_steps=(1,),
+        meta_iterations=20,
+        eval_tasks=10,
+        n_fits=1,
+        fit_points=5,
+        adapt_steps=3,
+        digit_iterations=10,
+        long_steps=5,
+        widths=(20, 40),
+        diag_iterations=10,
+        rl_iterations=3,
+        rl_methods=("mlsr", "random"),
+        rl_meta_batch=2,
+        rl_trajectories=3,
+        rl_eval_tasks=3,
+        rl_eval_trajectories=3,
+        log_every=5,
+    )
+    return config, list(run(config))
+
+
+def test_every_record_keeps_its_parts_declaration(every_part):
+    _, records = every_part
+    assert {r.part for r in records} == set(EXPERIMENT.part_names)
+    for record in records:
+        EXPERIMENT.part(record.part).check_record(record)  # raises when a column is missing or step is not x
+
+
+def test_step_is_the_position_along_the_parts_x_axis(every_part):
+    config, records = every_part
+    fits = [r for r in records if r.part == "fits"]
+    assert all(r.step == r.values["x"] for r in fits) and {r.values["adapt_steps"] for r in fits} == {-1, 0, 1, 3}
+    evaluated = [r for r in records if r.part == "rl" and r.values["kind"] != "meta_iteration"]
+    assert {(r.method, r.step) for r in evaluated} == {("mlsr", config.rl_iterations), ("random", 0)}
+    published = [r for r in records if r.part == "published"]  # adapt_steps=3: 'published' adapts 10 steps itself
+    assert [r.step for r in published] == [1, 5, 10] and all(np.isfinite(r.values["mse"]) for r in published)
+
+
+def test_progress_rises_within_every_unit_to_one(every_part):
+    _, records = every_part
+    progress = [r.progress for r in records]
+    assert all(0.0 <= p <= 1.0 for p in progress) and progress[-1] == pytest.approx(1.0)
+    assert all(b >= a for a, b in pairwise(progress))
+    training = [r.progress for r in records if r.part == "training"]
+    assert len(set(training)) == len(training) > 10  # each logged iteration reports how far its training is
+
+
+def test_paper_block_names_the_paper_and_its_claims():
+    assert TITLE == PAPER.title == "Meta-learning from sparse recovery" and PAPER.year == 2021
+    assert 2 <= len(PAPER.claims) <= 4 and "Lou" in PAPER.citation
+    assert EXPERIMENT.part("fits").x == "x" and EXPERIMENT.part("rl").x == "iteration"
+
+
 @pytest.fixture(scope="module")
 def rl_run() -> tuple[MLSRConfig, pd.DataFrame]:
     torch.set_num_threads(1)
@@ -134,6 +199,7 @@ def test_rl_records_have_the_expected_columns_and_steps(rl_run):
     assert {"return_before", "return_after", "surrogate", "grad_norm", "status"} <= set(training.columns)
     assert set(training["method"]) == {"mlsr"}  # the random policy is not meta-trained
     assert training["step"].tolist() == list(range(1, 26)) and (training["status"] == "ok").all()
+    assert training["iteration"].tolist() == list(range(1, 26))
     adaptation = frame[frame["kind"] == "adaptation"]
     assert {"adapt_steps", "mean_return", "ci95"} <= set(adaptation.columns)
     for _, group in adaptation.groupby("method"):
@@ -207,7 +273,7 @@ def test_config_errors_name_the_field(overrides, field):
 
 
 def test_cli_writes_records(tmp_path):
-    assert get_experiment("mlsr").CONFIG is MLSRConfig
+    assert get_experiment("mlsr") is EXPERIMENT and EXPERIMENT.config is MLSRConfig
     code = main(
         [
             "run",

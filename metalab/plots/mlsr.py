@@ -89,7 +89,7 @@ def sinusoid_figure(frame: pd.DataFrame) -> Figure | None:
     fig = Figure(figsize=(5.2 * len(panels), 4.0), layout="constrained")
     axes = row_of_axes(fig, len(panels), sharey=True)
     published = part_rows(frame, "published")
-    for ax, inner in zip(axes, panels):
+    for ax, inner in zip(axes, panels, strict=True):
         mine = rows[rows["train_inner_steps"] == inner]
         for method in _methods(mine):
             group = mine[mine["method"] == method].sort_values("adapt_steps")
@@ -204,11 +204,11 @@ def training_figure(frame: pd.DataFrame) -> Figure | None:
     panels = list(rows.groupby(["task", "train_inner_steps"]).groups)
     fig = Figure(figsize=(4.6 * len(panels), 3.6), layout="constrained")
     axes = row_of_axes(fig, len(panels))
-    for ax, (task, inner) in zip(axes, panels):
+    for ax, (task, inner) in zip(axes, panels, strict=True):
         mine = rows[(rows["task"] == task) & (rows["train_inner_steps"] == inner)]
         for method in _methods(mine):
-            group = mine[mine["method"] == method].sort_values("step")
-            ax.plot(group["step"], group["query_loss"], **_style(method))
+            group = mine[mine["method"] == method].sort_values("iteration")
+            ax.plot(group["iteration"], group["query_loss"], **_style(method))
         ax.set(
             xlabel="meta-iteration",
             ylabel="query loss after the inner loop",
@@ -234,9 +234,11 @@ def rl_returns_figure(frame: pd.DataFrame) -> Figure | None:
     fig = Figure(figsize=(11, 4), layout="constrained")
     curve_ax, adapt_ax = fig.subplots(1, 2)
     for method in _methods(training):
-        group = training[training["method"] == method].sort_values("step")
-        curve_ax.plot(group["step"], group["return_after"], lw=1.6, **_style(method))
-        curve_ax.plot(group["step"], group["return_before"], lw=0.9, ls=":", color=styles.style(EXPERIMENT, method).colour)
+        group = training[training["method"] == method].sort_values("iteration")
+        curve_ax.plot(group["iteration"], group["return_after"], lw=1.6, **_style(method))
+        curve_ax.plot(
+            group["iteration"], group["return_before"], lw=0.9, ls=":", color=styles.style(EXPERIMENT, method).colour
+        )
     curve_ax.set(
         xlabel="meta-iteration",
         ylabel="mean return of the meta-batch",
