@@ -10,6 +10,8 @@ from metalab.dashboard import lab  # noqa: E402
 from metalab.dashboard.controls import url  # noqa: E402
 
 from metalab.plots import mlsr as plots_mlsr  # noqa: E402
+from metalab.plots import styles  # noqa: E402
+from metalab.experiments.mlsr import ALL_METHODS, RL_METHODS  # noqa: E402
 from metalab.experiments import get_experiment  # noqa: E402
 
 EXPERIMENT = "mlsr"
@@ -47,12 +49,12 @@ STAGE_COLOURS = {"before adaptation": "#2ca02c", "after 1 step": "#d62728", "aft
 
 
 def method_label(method: str) -> str:
-    return plots_mlsr.MLSR_LABELS.get(method, method)
+    return styles.label(EXPERIMENT, method)
 
 
 def colour_scale(methods) -> alt.Scale:
     return alt.Scale(
-        domain=[method_label(m) for m in methods], range=[plots_mlsr.MLSR_COLOURS.get(m, "#999999") for m in methods]
+        domain=[method_label(m) for m in methods], range=[styles.style(EXPERIMENT, m).colour for m in methods]
     )
 
 
@@ -168,7 +170,7 @@ def fits_chart(frame: pd.DataFrame, config, running: bool, methods) -> alt.Facet
         title="curve",
         scale=alt.Scale(
             domain=["ground truth", *[method_label(m) for m in methods]],
-            range=["black", *[plots_mlsr.MLSR_COLOURS.get(m, "#999999") for m in methods]],
+            range=["black", *[styles.style(EXPERIMENT, m).colour for m in methods]],
         ),
     )
     truth_line = (
@@ -339,25 +341,6 @@ def draw_charts(frame: pd.DataFrame, task: str, config, running: bool) -> None:
             st.altair_chart(paths)
 
 
-def refined_progress(task: str, config):
-    """Progress within meta-training too (it is most of the work): the experiment stamps a unit of work with
-    its start only, so a long meta-training would otherwise hold the bar still until it ends."""
-    if task == "Navigation":
-        trained, iterations = [m for m in config.rl_methods if m != "random"], config.rl_iterations
-    else:
-        trained = [m for m in config.methods if m != "random"]
-        iterations = config.meta_iterations if task == "Sinusoid" else config.digit_iterations
-
-    def progress(record) -> float | None:
-        training = record.part == "training" or record.values.get("kind") == "meta_iteration"
-        if not training or record.method not in trained:
-            return record.progress
-        done = (trained.index(record.method) + record.step / iterations) / len(trained)
-        return max(record.progress or 0.0, 0.9 * done)
-
-    return progress
-
-
 # --------------------------------------------------------------------------------------------
 # summaries
 
@@ -462,7 +445,7 @@ def controls() -> tuple[str, dict]:
         )
         values["rl_hidden"] = (width, width)
         values["rl_iterations"] = slider(bar, "rl_iterations", 1, 300, DEFAULT.rl_iterations)
-        values["rl_methods"] = methods_control(bar, "rl_methods", experiment.RL_METHODS, DEFAULT.rl_methods)
+        values["rl_methods"] = methods_control(bar, "rl_methods", RL_METHODS, DEFAULT.rl_methods)
     else:
         values["inner_steps"] = (slider(bar, "inner_steps", 1, 10, 1),)
         if task == "Sinusoid":
@@ -498,7 +481,7 @@ def controls() -> tuple[str, dict]:
                     **url("digits"),
                 )
             )
-        values["methods"] = methods_control(bar, "methods", experiment.ALL_METHODS, DEFAULT.methods)
+        values["methods"] = methods_control(bar, "methods", ALL_METHODS, DEFAULT.methods)
     with bar.expander("Variant and seed"):
         if task != "Navigation":
             values["algorithm"] = st.selectbox(
@@ -550,9 +533,7 @@ inner loop is a REINFORCE step (MAML) or the recovery of the policy mean's outpu
         with target.container():
             draw_charts(frame, task, config, running)
 
-    result = lab.live_run(
-        lab.run_key(EXPERIMENT, config), lambda: experiment.run(config), draw, progress=refined_progress(task, config)
-    )
+    result = lab.live_run(lab.run_key(EXPERIMENT, config), lambda: experiment.run(config), draw)
     if result.frame.empty:
         if result.error is None:
             st.info("No records yet: press **Run again** to start the run.", icon=":material/info:")
