@@ -172,8 +172,9 @@ def stream_units(units: Sequence[Unit]) -> Iterator[Record]:
     """
     units = [u if isinstance(u, Unit) else Unit(u) for u in units]  # TRANSITION: removed once every experiment declares Units
     total = sum(unit.weight for unit in units)
-    start = 0.0
+    start, done = 0.0, 0.0
     for unit in units:
-        end = start + unit.weight / total
-        yield from with_progress(unit.work(), start=start, end=min(end, 1.0))
+        done += unit.weight
+        end = done / total  # cumulative, so the last unit ends at exactly 1 (a sum of shares can miss it by a rounding)
+        yield from with_progress(unit.work(), start=start, end=end)
         start = end
