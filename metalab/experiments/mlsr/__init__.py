@@ -7,8 +7,8 @@ gradient steps) and the randomly initialised network.  The paper has no public c
 reconstruction (see :mod:`metalab.sparse.mlsr`).
 
 Parts (select with ``Config.parts``; ``EXPERIMENT.parts`` declares each one's x column, which ``step``
-repeats, and the value columns every record carries): ``training`` (query loss per meta-iteration,
-streamed while every model of the run trains; alone, it trains the models of ``Config.task``),
+repeats, and the value columns every record carries): ``training`` (query loss per meta-iteration of
+the models of ``Config.task``, streamed while they train; the run's other models train without records),
 ``sinusoid`` (Figure 3), ``published`` (MAML beside Finn et al. 2017, Table 2, with ``comparable``
 saying whether the run used that protocol), ``fits`` (Figure 2; x is the input x, the support points
 are rows of method ``"support"`` with ``adapt_steps`` -1), ``digits`` (Figure 5: digit pairs with a

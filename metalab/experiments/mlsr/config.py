@@ -40,7 +40,7 @@ class MLSRConfig(Config):
         choices=PARTS,
         help="parts of the experiment to run",
     )
-    task: str = param("sinusoid", choices=TASKS, help="task family of the 'training' part when it runs alone")
+    task: str = param("sinusoid", choices=TASKS, help="task family of the 'training' curves and of 'diagnostics'")
     sinusoid: str = param("maml", choices=("maml", "mlsr"), help="sinusoid distribution (MAML's or the paper's)")
     lam: float = param(
         0.1,

@@ -157,6 +157,12 @@ def model_spec(
     return ModelSpec(task, method, inner_steps, width, iterations)
 
 
+def training_specs(config: MLSRConfig) -> list[ModelSpec]:
+    """The models whose meta-training the 'training' part records: every trained method of ``config.task``
+    with each inner-step count (other models a run trains, e.g. other widths, train without records)."""
+    return [model_spec(config, config.task, m, k) for k in config.inner_steps for m in config.methods if m != "random"]
+
+
 @dataclasses.dataclass
 class Trained:
     """A meta-trained (or random) network: its ``spec``, ``net`` (structure), ``params``, training seconds
@@ -189,9 +195,10 @@ class MLSRContext:
         return first
 
     def train(self, spec: ModelSpec, start: float = 0.0, end: float = 1.0) -> Iterator[Record]:
-        """Meta-train ``spec`` unless it is already in :attr:`models`.  While training, yield a 'training'
-        record every ``log_every`` iterations (when that part is selected) whose ``progress`` runs from
-        ``start`` to ``end`` (the share of the calling unit the training fills)."""
+        """Meta-train ``spec`` unless it is already in :attr:`models`.  While training one of the
+        :func:`training_specs` (when the 'training' part is selected), yield a 'training' record every
+        ``log_every`` iterations whose ``progress`` runs from ``start`` to ``end`` (the share of the
+        calling unit the training fills)."""
         if spec in self.models:
             return
         config = self.config
@@ -200,7 +207,8 @@ class MLSRContext:
             self.models[spec] = Trained(spec, net, param_dict(net))
             return
         learner = make_learner(config, spec.task, spec.method, spec.inner_steps, net)
-        emit, window, seconds, status = "training" in config.parts, [], 0.0, "ok"
+        emit = "training" in config.parts and spec in training_specs(config)
+        window, seconds, status = [], 0.0, "ok"
         for stats in learner.fit(make_sampler(config, spec.task), spec.iterations):
             window.append(stats["query_loss"])
             seconds, status = seconds + stats["seconds"], stats["status"]

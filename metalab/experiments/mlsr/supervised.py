@@ -25,6 +25,7 @@ from metalab.experiments.mlsr.models import (
     model_spec,
     recovered_heads,
     sinusoid_tasks,
+    training_specs,
 )
 from metalab.sparse import body_features, head_sparsity, split_body, task_rip_estimates
 
@@ -37,11 +38,7 @@ HIST_BINS = np.concatenate([[0.0], np.logspace(-4, 1, 21)])
 
 def training_units(config: MLSRConfig, context: MLSRContext) -> list[Unit]:
     """Train every method of ``config.task`` with each inner-step count; the records come from the training."""
-
-    def unit(method: str, inner: int) -> Unit:
-        return context.unit([model_spec(config, config.task, method, inner)], 0.0, lambda: iter(()))
-
-    return [unit(m, k) for k in config.inner_steps for m in config.methods if m != "random"]
+    return [context.unit([spec], 0.0, lambda: iter(())) for spec in training_specs(config)]
 
 
 # --------------------------------------------------------------------------------------------
