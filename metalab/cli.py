@@ -22,6 +22,7 @@ from importlib import resources
 from pathlib import Path
 
 from metalab.core import ConfigError, collect, parse_assignments
+from metalab.core.cost import Cost, available_bytes, describe_bytes
 from metalab.core.output import RunFolder, json_safe
 from metalab.experiments import EXPERIMENTS, get_experiment
 
@@ -107,6 +108,25 @@ def _show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_memory(cost: Cost, *, ignore: bool, quiet: bool) -> None:
+    """Refuse a run whose estimated peak memory is above what the machine has available now (unless
+    ``ignore``); warn above half of it; say what the run will cost."""
+    available = available_bytes()
+    if cost.bytes > available and not ignore:
+        raise MemoryError(
+            f"this run would need {describe_bytes(cost.bytes)} of memory and {describe_bytes(available)} "
+            f"are available: lower {cost.driver or 'its sizes'}, or pass --ignore-cost to try anyway"
+        )
+    if cost.bytes > available / 2:
+        print(
+            f"metalab: warning: this run may need {describe_bytes(cost.bytes)} of the "
+            f"{describe_bytes(available)} available",
+            file=sys.stderr,
+        )
+    elif not quiet:
+        print(f"metalab: estimated cost: {cost.describe()}", file=sys.stderr)
+
+
 def _final_files(experiment, args: argparse.Namespace, config, records: list, complete: bool) -> list:
     """(name, write) of the run's final files: the records as CSV and as JSON with the config, and each
     figure as PNG (figures only for a complete run)."""
@@ -134,6 +154,8 @@ def _run(args: argparse.Namespace) -> int:
 
     experiment = get_experiment(args.experiment)
     config = experiment.config.preset(args.preset, **parse_assignments(args.set))
+    if experiment.estimate is not None:
+        _check_memory(experiment.estimate(config), ignore=args.ignore_cost, quiet=args.quiet)
     folder = RunFolder(Path(args.out), force=args.force)
     records = []
     try:
@@ -216,6 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--out", default=os.path.join("runs", "latest"), help="output folder (default: runs/latest)")
     run.add_argument("--force", action="store_true", help="overwrite a run already in the output folder")
+    run.add_argument(
+        "--ignore-cost", action="store_true", help="run even when the estimated memory is above what is available"
+    )
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.set_defaults(handler=_run)
     return parser
@@ -233,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         build_parser().parse_args(argv)  # the usual error for arguments only `lab` passes on
     try:
         return args.handler(args, extra) if args.handler is _lab else args.handler(args)
-    except (ConfigError, ValueError, OSError) as exc:  # bad settings, a file or folder that does not fit
+    except (ConfigError, ValueError, OSError, MemoryError) as exc:  # bad settings, files, sizes that do not fit
         print(f"metalab: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -142,3 +142,19 @@ def test_a_diverging_method_is_flagged_and_never_ranked(page):
     assert any("Meta-SP" in w and "DivergenceWarning" in w and "diverged" in w for w in warnings), warnings
     headline = " ".join(m.value for m in at.markdown if "Lowest" in m.value or "Not ranked" in m.value)
     assert "**MoM**" in headline and "Not ranked" in headline and "Meta-SP" in headline.split("Not ranked")[1]
+
+
+def test_a_configuration_over_the_servers_budget_is_refused_with_its_cost(page):
+    # the link: 9.7 GB peaked before; the URL cannot raise the server's budget
+    at = page(view="Samples", samples_grid="1500", n_tasks="1000", d="200", repeats="1", max_iter="1", methods="mom")
+    at = at.run()
+    assert not at.exception
+    errors = " ".join(e.value for e in at.error)
+    assert "Not run: too large for this dashboard" in errors and "GB of memory (allowed: 2.0 GB)" in errors
+    assert not at.dataframe  # nothing ran
+
+
+def test_the_server_owner_sets_the_budget(page, monkeypatch):
+    monkeypatch.setenv("METALAB_BUDGET_SECONDS", "0.001")
+    at = page().run()
+    assert "s of computing (allowed: 0 s)" in " ".join(e.value for e in at.error)

@@ -144,3 +144,17 @@ def test_app_on_a_taken_port_says_so_before_printing_a_url(capsys):
     out, err = capsys.readouterr()
     assert "http://" not in out
     assert f"127.0.0.1:{port} is already in use" in err and f"--port {port + 1}" in err
+
+
+def test_a_run_that_cannot_fit_in_memory_is_refused_before_it_starts(tmp_path, capsys):
+    big = ["--set", "n_tasks=8000", "n_samples=100", "d=2000", "parts=convergence"]
+    assert main(["run", "meta_sp", "--out", str(tmp_path / "big"), *big]) == 2
+    err = capsys.readouterr().err
+    assert "of memory and" in err and "are available: lower tasks T" in err and "--ignore-cost" in err
+    assert not (tmp_path / "big").exists()  # refused before anything was written
+
+
+def test_a_grid_has_a_maximum_length(tmp_path, capsys):
+    grid = ",".join(str(m) for m in range(5, 2005))
+    assert main(["run", "meta_sp", "--out", str(tmp_path / "g"), "--set", f"samples_grid={grid}"]) == 2
+    assert "samples_grid='2000 values' is not allowed: at most 64 values" in capsys.readouterr().err

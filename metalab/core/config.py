@@ -144,6 +144,9 @@ def _base_type(annotation: Any) -> tuple[type, bool, bool]:
     return annotation, False, False
 
 
+#: the most values a tuple field (a grid, a list of methods) may hold: each value is a run's worth of work
+MAX_VALUES = 64
+
 #: strings that mean None for a field that accepts None (as the CLI's --set passes them)
 NONE_WORDS = ("none", "auto", "")
 
@@ -224,6 +227,8 @@ class Config:
             if is_tuple:
                 if isinstance(value, str):
                     value = [v for v in value.replace(";", ",").split(",") if v.strip()]
+                if len(value) > MAX_VALUES:
+                    raise ConfigError(f.name, f"{len(value)} values", f"at most {MAX_VALUES} values")
                 value = tuple(_coerce(f.name, v.strip() if isinstance(v, str) else v, kind) for v in value)
             else:
                 value = _coerce(f.name, value, kind, optional)

@@ -21,6 +21,7 @@ import pandas as pd
 import streamlit as st
 
 from metalab.core import Config
+from metalab.core.cost import Budget
 from metalab.dashboard import PAGES, lab
 from metalab.experiments.base import Experiment
 from metalab.plots import styles
@@ -68,7 +69,13 @@ def run_view(experiment: Experiment, config: Config, view: View) -> lab.RunResul
     def draw(target: Any, frame: pd.DataFrame, running: bool) -> None:
         target.altair_chart(view.chart(frame, running), width="stretch")
 
-    result = lab.live_run(lab.run_key(experiment.name, config), lambda: experiment.run(config), draw)
+    key = lab.run_key(experiment.name, config)
+    refusal = None if lab.result_store().get(key) is not None else over_budget(experiment, config)
+    if refusal is not None:
+        st.error(refusal, icon=":material/block:")
+        reproduce(experiment, config)
+        return lab.RunResult(pd.DataFrame(), complete=False, progress=0.0, seconds=0.0, error=refusal)
+    result = lab.live_run(key, lambda: experiment.run(config), draw)
     if result.frame.empty:
         if result.error is None:
             st.info("No records yet: press **Run again** to start the run.", icon=":material/info:")
@@ -84,6 +91,21 @@ def run_view(experiment: Experiment, config: Config, view: View) -> lab.RunResul
     lab.downloads(result, view.stem, chart=lambda: view.chart(result.frame, False))
     reproduce(experiment, config)
     return result
+
+
+def over_budget(experiment: Experiment, config: Config) -> str | None:
+    """Why this server will not run ``config`` live (its estimated cost is over the server's budget,
+    which the URL cannot change), or None."""
+    if experiment.estimate is None:
+        return None
+    cost = experiment.estimate(config)
+    refusal = Budget.from_environment().refusal(cost)
+    if refusal is None:
+        return None
+    return (
+        f"**Not run: too large for this dashboard.** {refusal} The command line below runs it without "
+        "the dashboard's limit."
+    )
 
 
 def reproduce(experiment: Experiment, config: Config) -> None:

@@ -8,7 +8,9 @@ An experiment is an :class:`Experiment` value built from four declarations:
 * its :class:`Part` s, in the order they run; each names the value columns its records carry and its
   x-axis column ``x``: a record's ``step`` is its position along that axis (``step == values[x]``),
   or 0 for a part without one (one record per method, e.g. a final accuracy);
-* a ``figures(frame)`` function that draws from the records alone.
+* a ``figures(frame)`` function that draws from the records alone;
+* an ``estimate(config)`` function: the run's peak memory and time before it starts
+  (:mod:`metalab.core.cost`), which the dashboard holds to its budget.
 
 A part builds its work as a list of :class:`Unit` s. A unit is a callable yielding records and a
 ``weight`` (its cost relative to the other units, for the progress bar); a record a unit yields may
@@ -26,6 +28,7 @@ from typing import Any
 import pandas as pd
 
 from metalab.core import Config, Record, seed_everything
+from metalab.core.cost import Cost
 from metalab.core.records import Unit, stream_units
 
 __all__ = ["Experiment", "Paper", "Part", "Unit"]
@@ -156,6 +159,8 @@ class Experiment:
     figures: Callable[[pd.DataFrame], dict[str, Any]]
     #: ``context(config)``: the typed state the parts share during one run (None when they share none)
     context: Callable[[Any], Any] = _no_context
+    #: ``estimate(config)``: the run's :class:`~metalab.core.cost.Cost` before it starts
+    estimate: Callable[[Any], Cost] | None = None  # TRANSITION: required once every experiment has one
 
     @property
     def part_names(self) -> tuple[str, ...]:

@@ -17,6 +17,7 @@ from typing import Any
 
 from metalab.experiments.base import Experiment, Paper, Part
 from metalab.experiments.meta_sp.config import ALL_METHODS, CONFIG, EXPECTED_SLOPES, PARTS, MetaSPConfig
+from metalab.experiments.meta_sp.cost import estimate
 from metalab.experiments.meta_sp.parts import (
     air_quality_units,
     convergence_units,
@@ -130,5 +131,6 @@ EXPERIMENT = Experiment(
         ),
     ),
     figures=figures,
+    estimate=estimate,
 )
 run = EXPERIMENT.run
