@@ -170,7 +170,6 @@ def stream_units(units: Sequence[Unit]) -> Iterator[Record]:
     >>> [(record.method, record.progress) for record in stream_units([light, heavy])]
     [('light', 0.25), ('heavy', 0.625), ('heavy', 1.0)]
     """
-    units = [u if isinstance(u, Unit) else Unit(u) for u in units]  # TRANSITION: removed once every experiment declares Units
     total = sum(unit.weight for unit in units)
     start, done = 0.0, 0.0
     for unit in units:
