@@ -18,7 +18,9 @@ No algorithm code lives here or in the pages: they build a config and read the r
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
 import threading
 import time
 import warnings
@@ -126,6 +128,39 @@ def result_store() -> ResultStore:
     return ResultStore()
 
 
+class RunSlots:
+    """At most ``size`` runs compute at once on this server; the others wait in line and say so."""
+
+    def __init__(self, size: int):
+        if size < 1:
+            raise ValueError(f"METALAB_CONCURRENT_RUNS={size!r} is not allowed: at least 1")
+        self.size = size
+        self._free = threading.Semaphore(size)
+        self._lock = threading.Lock()
+        self.busy = 0
+
+    @contextlib.contextmanager
+    def slot(self, waiting: Callable[[int], None], poll: float = 0.5):
+        """Hold a slot while the block runs; while none is free, call ``waiting(busy)`` every ``poll``
+        seconds (a Streamlit call there lets a rerun or a closed session interrupt the wait)."""
+        while not self._free.acquire(timeout=poll):
+            waiting(self.busy)
+        with self._lock:
+            self.busy += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.busy -= 1
+            self._free.release()
+
+
+@st.cache_resource(show_spinner=False)
+def run_slots() -> RunSlots:
+    """The server's run slots: ``METALAB_CONCURRENT_RUNS`` (default 2, one per core of a small machine)."""
+    return RunSlots(int(os.environ.get("METALAB_CONCURRENT_RUNS", "2")))
+
+
 def run_key(experiment: str, config: Config) -> str:
     return f"{experiment}:{config.to_json()}"
 
@@ -194,7 +229,11 @@ def live_run(
         stop_slot = right.empty()
         stop_slot.button("Stop", on_click=_request_stop, args=(key,), icon=":material/stop_circle:", key="_lab_stop")
 
-    error = _stream(records, rows, state, lambda running: draw(target, pd.DataFrame(rows), running), bar, every)
+    def waiting(busy: int) -> None:
+        bar.progress(0.0, text=f"Waiting for a free run slot: {busy} runs in progress on this server…")
+
+    with run_slots().slot(waiting):
+        error = _stream(records, rows, state, lambda running: draw(target, pd.DataFrame(rows), running), bar, every)
     running.pop(key, None)
     stop_slot.empty()
     frame = pd.DataFrame(rows)
