@@ -158,3 +158,14 @@ def test_the_server_owner_sets_the_budget(page, monkeypatch):
     monkeypatch.setenv("METALAB_BUDGET_SECONDS", "0.001")
     at = page(seed="7").run()  # a configuration no other test ran (a cached result is shown whatever it cost)
     assert "s of computing (allowed: 0 s)" in " ".join(e.value for e in at.error)
+
+
+def test_link_values_out_of_range_are_reported_not_dropped_silently(page):
+    at = page(rank="99", d="abc", init="diagonal").run()
+    assert not at.exception
+    warning = " ".join(w.value for w in at.warning)
+    assert "Some values in the link were ignored" in warning
+    assert "`rank=99`: outside this control's range 1..20" in warning
+    assert "`d=abc`: not a number of type int" in warning
+    assert "`init=diagonal`: not one of zero, spectral" in warning
+    assert len(at.dataframe) == 1  # the page still runs on the defaults

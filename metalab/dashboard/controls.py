@@ -49,14 +49,53 @@ def _range(config: type[Config], name: str, kind: type) -> tuple[Any, Any]:
     return (None if low is None else kind(low)), (None if high is None else kind(high))
 
 
+IGNORED = "_controls_ignored_link_values"
+
+
+def _link_value_problem(config: type[Config], name: str, widget: str, kind: type) -> str | None:
+    """Why the URL's value for ``name`` cannot set its widget (Streamlit would drop it silently)."""
+    if name not in st.query_params:
+        return None
+    values = st.query_params.get_all(name)
+    meta = config.field(name).metadata
+    if widget in ("select", "multiselect"):
+        wrong = [v for v in values if v not in map(str, meta["choices"])]
+        return f"not one of {', '.join(map(str, meta['choices']))}" if wrong else None
+    if widget == "toggle":
+        return None if values[0].lower() in ("true", "false") else "not true or false"
+    if widget == "text":
+        return None
+    low, high = _range(config, name, kind)
+    try:
+        value = kind(float(values[0]))
+    except ValueError:
+        return f"not a number of type {kind.__name__}"
+    if (low is not None and value < low) or (high is not None and value > high):
+        return f"outside this control's range {low}..{high}"
+    return None
+
+
+def report_ignored_link_values() -> None:
+    """Say which values of the link were ignored by the controls drawn in this run, and why."""
+    ignored = st.session_state.pop(IGNORED, [])
+    if ignored:
+        lines = "\n".join(f"- `{name}={value}`: {why}; the control kept its default" for name, value, why in ignored)
+        st.warning(f"**Some values in the link were ignored.**\n{lines}", icon=":material/link_off:")
+
+
 def control(config: type[Config], name: str, default: Any, *, where: Any = None, **options: Any) -> Any:
     """A widget for field ``name`` of ``config`` starting at ``default``, in ``where`` (default: the
     sidebar), bound to the URL; returns the widget's value (a tuple for tuple fields).  ``options`` go
-    to the Streamlit widget (e.g. ``disabled``, ``persist_state``)."""
+    to the Streamlit widget (e.g. ``disabled``, ``persist_state``).  A link value the widget cannot take
+    is noted for :func:`report_ignored_link_values` instead of vanishing."""
     where = where if where is not None else st.sidebar
     meta = config.field(name).metadata
     spec = meta["control"]
     kind, is_tuple, _ = config.field_type(name)
+    problem = _link_value_problem(config, name, widget_kind(config, name), kind)
+    if problem is not None:
+        shown = ",".join(st.query_params.get_all(name))
+        st.session_state.setdefault(IGNORED, []).append((name, shown, problem))
     common = {"help": meta["help"] or None, **url(name), **options}
     label = config.label(name)
     widget = widget_kind(config, name)

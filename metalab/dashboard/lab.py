@@ -32,6 +32,7 @@ import pandas as pd
 import streamlit as st
 
 from metalab.core import Config, ConfigError, Record
+from metalab.dashboard.controls import report_ignored_link_values
 
 #: seconds between redraws of a streaming chart (plus one final redraw)
 REDRAW_SECONDS = 0.3
@@ -45,7 +46,8 @@ CACHE_ENTRIES = 48
 
 def build_config(config_cls: type[Config], values: Mapping[str, Any], *, preset: str = "quick") -> Config | None:
     """``config_cls.preset(preset, **values)``, or ``None`` after explaining why it is invalid (the
-    message names the control by the field's label)."""
+    message names the control by the field's label); first reports the link values the controls ignored."""
+    report_ignored_link_values()
     try:
         return config_cls.preset(preset, **values)
     except ConfigError as error:
