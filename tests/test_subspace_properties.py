@@ -87,3 +87,54 @@ def test_valid_instances_give_orthonormal_bases(d, T, m, noise, seed, method, da
     assert 0.0 <= sin_theta(B, tasks.basis) <= 1.0
     assert all(0.0 <= h["sin_theta"] <= 1.0 for h in result.history)
     assert result.coef.shape == (T, d) and torch.isfinite(result.coef).all()
+
+
+# --------------------------------------------------------------------------------------------
+# honest numerics: scaling, zero data, complex input, a learning rate that makes ANIL ascend
+
+SCALE_TASKS = hps_tasks(d=10, rank=2, n_tasks=30, n_samples=20, noise=0.0, seed=0)
+SCALE_INVARIANT = ("meta_sp", "mom", "altmin_gd", "single_task")  # their default steps scale with the data
+
+
+@SETTINGS
+@given(method=st.sampled_from(SCALE_INVARIANT), exponent=st.integers(-300, 300), target=st.booleans())
+def test_a_common_scale_gives_the_same_subspace_or_a_clear_error(method, exponent, target):
+    """Scaling X (or y) by 10^k leaves the subspace unchanged: the result is the same, or, where squares
+    would leave float64's range, a ValueError says to rescale; never a silent wrong answer."""
+    import warnings
+
+    factor = 10.0**exponent
+    X, y = (SCALE_TASKS.X, SCALE_TASKS.y * factor) if target else (SCALE_TASKS.X * factor, SCALE_TASKS.y)
+    base = fit(method, SCALE_TASKS.X, SCALE_TASKS.y, 2, **FAST_OPTIONS[method])
+    name = "y" if target else "X"
+    if factor == 0.0 or not 1e-100 <= float((y if target else X).abs().max()) <= 1e100:
+        with pytest.raises(ValueError, match=rf"{name} (is all zeros|contains non-finite|has largest magnitude .* rescale {name})"):
+            fit(method, X, y, 2, **FAST_OPTIONS[method])
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no divergence, no overflow
+        scaled = fit(method, X, y, 2, **FAST_OPTIONS[method])
+    assert scaled.converged == base.converged
+    assert sin_theta(scaled.basis, base.basis) < 1e-6
+
+
+@pytest.mark.parametrize("method", sorted(FAST_OPTIONS))
+def test_all_zero_data_is_a_clear_error_for_every_method(method):
+    for X, y, name in ((SCALE_TASKS.X * 0, SCALE_TASKS.y, "X"), (SCALE_TASKS.X, SCALE_TASKS.y * 0, "y")):
+        with pytest.raises(ValueError, match=rf"{name} is all zeros"):
+            fit(method, X, y, 2, **FAST_OPTIONS[method])
+
+
+def test_complex_input_is_refused_not_cast():
+    with pytest.raises(ValueError, match="X holds complex numbers"):
+        fit("meta_sp", SCALE_TASKS.X.numpy() + 1j, SCALE_TASKS.y.numpy(), 2)
+    with pytest.raises(ValueError, match="expected real numbers"):
+        fit("meta_sp", SCALE_TASKS.X.to(torch.complex128), SCALE_TASKS.y, 2)
+
+
+def test_an_ascending_anil_is_not_reported_converged():
+    from metalab.subspace import DivergenceWarning
+
+    with pytest.warns(DivergenceWarning, match="did not descend"):
+        result = fit("anil", SCALE_TASKS.X, SCALE_TASKS.y, 2, inner_lr=1e6, max_iter=50)
+    assert not result.converged

@@ -185,6 +185,8 @@ def as_float_tensor(name: str, value: Any, device: torch.device | None) -> torch
     if isinstance(value, torch.Tensor):
         tensor = value.detach()
     else:
+        if np.iscomplexobj(value):  # before the cast, which would drop the imaginary part silently
+            raise ValueError(f"{name} holds complex numbers; expected real numbers")
         try:
             tensor = torch.as_tensor(np.asarray(value, dtype=np.float64))
         except (TypeError, ValueError):

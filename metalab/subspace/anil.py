@@ -210,4 +210,6 @@ def anil_linear(
     states = _anil_states(
         data, B, head, optimizer, n_support, gen, inner_lr=inner_lr, inner_steps=inner_steps, second_order=second_order
     )
-    return run("anil" if second_order else "anil_fo", states, max_iter=max_iter, tol=None, true_basis=truth)
+    zero = float(data.loss(torch.zeros(data.n_tasks, data.dim, dtype=data.X.dtype, device=data.device)))
+    name = "anil" if second_order else "anil_fo"
+    return run(name, states, max_iter=max_iter, tol=None, true_basis=truth, baseline=zero)

@@ -18,6 +18,8 @@ import torch
 
 from metalab.subspace.metrics import subspace_distance
 
+#: a run whose last objective is this many times its first did not descend: it is not converged
+GROWTH = 10.0
 # An objective this many times its starting value means the iteration has blown up.
 BLOW_UP = 1e10
 
@@ -141,9 +143,13 @@ def trace(
         previous = coef
 
 
-def collect(method: str, steps: Iterator[IterationStep], *, max_iter: int, tol: float | None) -> SubspaceResult:
+def collect(
+    method: str, steps: Iterator[IterationStep], *, max_iter: int, tol: float | None, baseline: float | None = None
+) -> SubspaceResult:
     """Consume a step stream into a result.  converged: the change fell below ``tol`` (or, with
-    ``tol=None``, the full ``max_iter`` budget ran without divergence)."""
+    ``tol=None``, the full ``max_iter`` budget ran without divergence), and the last objective is not
+    ``GROWTH`` times above the first one nor above ``baseline`` (the objective of a trivial answer, such
+    as predicting zero; a DivergenceWarning says which)."""
     history, last = [], None
     for step in steps:
         entry = {"iteration": step.iteration, "objective": step.objective, "seconds": step.seconds}
@@ -154,12 +160,30 @@ def collect(method: str, steps: Iterator[IterationStep], *, max_iter: int, tol: 
     if last is None:
         raise FloatingPointError(f"{method}: the initial iterate is not finite; rescale X and y")
     converged = last.change < tol if tol is not None else last.iteration == max_iter
+    first = history[0]["objective"]
+    references = [("its start", first)] + ([("predicting zero", baseline)] if baseline is not None else [])
+    for name, reference in references:
+        if converged and last.objective > GROWTH * max(abs(reference), 1e-300):  # a blow-up warned in trace
+            warnings.warn(
+                f"{method} ended with its objective {last.objective / max(abs(reference), 1e-300):.3g} times "
+                f"that of {name} ({reference:.3g} -> {last.objective:.3g}): it did not descend; "
+                "converged=False. A smaller step size or learning rate usually helps.",
+                DivergenceWarning,
+                stacklevel=3,
+            )
+            converged = False
     return SubspaceResult(method, last.basis, last.coef, history, converged, last.iteration, last.seconds)
 
 
 def run(
-    method: str, states: Iterator[State], *, max_iter: int, tol: float | None, true_basis: torch.Tensor | None
+    method: str,
+    states: Iterator[State],
+    *,
+    max_iter: int,
+    tol: float | None,
+    true_basis: torch.Tensor | None,
+    baseline: float | None = None,
 ) -> SubspaceResult:
     """trace + collect."""
     steps = trace(method, states, max_iter=max_iter, tol=tol, true_basis=true_basis)
-    return collect(method, steps, max_iter=max_iter, tol=tol)
+    return collect(method, steps, max_iter=max_iter, tol=tol, baseline=baseline)

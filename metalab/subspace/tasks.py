@@ -186,7 +186,29 @@ def as_task_tensors(X: Any, y: Any) -> TaskTensors:
         counts = torch.full((X_pad.shape[0],), float(X_pad.shape[1]), dtype=DTYPE, device=X_pad.device)
     _check_finite("X", X_pad)
     _check_finite("y", y_pad)
+    _check_scale("X", X_pad)
+    _check_scale("y", y_pad)
     return TaskTensors(X_pad, y_pad, counts)
+
+
+#: the largest and smallest magnitude (the largest |entry|) task data may have: the methods form squares
+#: and products of squares (X_tᵀX_t, its eigenvalues, Θ's singular values), which overflow or underflow
+#: float64 (about 1e±308) outside this range
+SCALE_LIMITS = (1e-100, 1e100)
+
+
+def _check_scale(name: str, tensor: torch.Tensor) -> None:
+    """All-zero data carries no information about the subspace; data whose magnitude leaves
+    ``SCALE_LIMITS`` would overflow or underflow inside the methods.  Both raise ValueError."""
+    largest = float(tensor.abs().max())
+    if largest == 0.0:
+        raise ValueError(f"{name} is all zeros: it carries no information about the shared subspace")
+    low, high = SCALE_LIMITS
+    if not low <= largest <= high:
+        raise ValueError(
+            f"{name} has largest magnitude {largest:.3g}, outside {low:g}..{high:g}: squares of it over- or "
+            f"underflow float64; rescale {name} (a common factor does not change the subspace)"
+        )
 
 
 # ---------------------------------------------------------------------------------------------
