@@ -9,9 +9,15 @@ One CG iteration of a system still active, with residual ``r = b − A x`` and d
 
     α = rᵀr / pᵀAp,   x ← x + α p,   r ← r − α A p,   β = r'ᵀr' / rᵀr,   p ← r' + β p
 
-:func:`conjugate_gradient` is three steps: the checks of its inputs (:func:`_system`, which also
-builds the start, :func:`_start`), the loop of iterations (:func:`_iterate`), and the decision of each
-system's status and of the solution returned (:func:`_conclude`).
+:func:`conjugate_gradient` is three steps: the checks of its inputs (:func:`_system`, then the start,
+:func:`_start`), the loop of iterations (:func:`_iterate`), and the decision of each system's status
+and of the solution returned (:func:`_conclude`).
+
+The status does not depend on the scale of the system.  ``b`` is divided by a power of two ``2^e``
+near ``max |b|`` and ``A`` by one near ``max |A p_0|`` (exact changes of units), so that every norm and
+inner product the iteration forms stays near 1: solving ``c A x = c' b`` gives the same statuses, the
+same relative residuals ``||r|| / ||b||`` and the same iterations for any ``c, c'`` from 1e-150 to
+1e150 in float64, where the squares of unscaled norms would overflow or underflow.
 
 Failure is never silent.  A step with ``pᵀAp <= 0`` (or a non-finite value) stops that system with
 status ``"nonpositive_curvature"``; a residual that grows beyond ``divergence_factor * ||b||`` or
@@ -22,6 +28,7 @@ step improved on it), so the caller always receives finite numbers.
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -57,9 +64,10 @@ class CGResult:
     """Outcome of :func:`conjugate_gradient`.
 
     ``residual_norms`` is (n_iter + 1,) for one system or (n_iter + 1, B) for a batch: ``||r_k||`` of
-    the recursively updated residual, entry 0 for the start.  ``status`` is the most severe of
-    ``statuses`` (one per system) in the order diverged > nonpositive_curvature > max_iter >
-    converged > zero_rhs.
+    the recursively updated residual, entry 0 for the start; ``relative_norms`` the same divided by
+    ``||b||`` (computed in normalised units, so it is finite even where ``||b||`` is not representable).
+    ``status`` is the most severe of ``statuses`` (one per system) in the order diverged >
+    nonpositive_curvature > max_iter > converged > zero_rhs.
     """
 
     solution: Any
@@ -69,6 +77,7 @@ class CGResult:
     status: str
     statuses: tuple[str, ...]
     rhs_norm: torch.Tensor
+    relative_norms: torch.Tensor
 
     @property
     def failed(self) -> bool:
@@ -77,8 +86,7 @@ class CGResult:
     @property
     def relative_residual(self) -> torch.Tensor:
         """Final ``||r|| / ||b||`` per system (0 where ``b = 0``)."""
-        final = self.residual_norms[-1]
-        return torch.where(self.rhs_norm > 0, final / self.rhs_norm.clamp_min(torch.finfo(final.dtype).tiny), 0.0)
+        return self.relative_norms[-1]
 
 
 def _dot(a: Leaves, b: Leaves, batch_dims: int) -> torch.Tensor:
@@ -115,14 +123,39 @@ def _safe_ratio(numerator: torch.Tensor, denominator: torch.Tensor, where: torch
 # 1. the inputs
 
 
+def _power_of_two(magnitude: torch.Tensor) -> torch.Tensor:
+    """Per system, the power of two ``2^e`` with ``magnitude ∈ [2^(e-1), 2^e)``: dividing by it is exact
+    and brings the magnitude into [0.5, 1).  1 where the magnitude is zero or not finite; ``e`` is
+    clamped so that ``2^e`` and ``2^-e`` are both representable in the dtype."""
+    finfo = torch.finfo(magnitude.dtype)
+    usable = torch.isfinite(magnitude) & (magnitude > 0)
+    _, exponent = torch.frexp(torch.where(usable, magnitude, torch.ones_like(magnitude)))
+    exponent = exponent.clamp(round(math.log2(finfo.tiny)), math.floor(math.log2(finfo.max)))
+    return torch.ldexp(torch.ones_like(magnitude), exponent)
+
+
+def _max_abs(leaves: Leaves, batch_dims: int) -> torch.Tensor:
+    """``max |u|`` per system over every leaf (never overflows, unlike a sum of squares)."""
+    return torch.stack([leaf.abs().reshape(*leaf.shape[:batch_dims], -1).amax(-1) for leaf in leaves]).amax(0)
+
+
+def _scale(leaves: Leaves, factor: torch.Tensor) -> Leaves:
+    """Every leaf times its system's ``factor``."""
+    return [leaf * _expand(factor, leaf) for leaf in leaves]
+
+
 @dataclass(frozen=True)
 class _System:
-    """A checked problem: ``b``'s leaves and structure, the operator on leaves, and the stopping rules."""
+    """A checked problem, solved in normalised units: ``b = b_scale · b̃`` with ``max |b̃| ∈ [0.5, 1)``
+    per system (``b_scale`` a power of two, so the change of units is exact), the operator on leaves,
+    the warm start ``x̃0 = x0 / b_scale`` and the stopping rules, which compare ``‖r̃‖`` with ``‖b̃‖``."""
 
     b: Leaves
+    b_scale: torch.Tensor
     spec: TreeSpec
     apply: Callable[[Leaves], Leaves]
     b_norm: torch.Tensor
+    x0: Leaves | None
     batch_dims: int
     tol: float
     divergence_factor: float
@@ -157,21 +190,45 @@ def _operator(hvp: Callable[[Any], Any], spec: TreeSpec) -> Callable[[Leaves], L
     return apply
 
 
-def _system(hvp: Callable[[Any], Any], b: Any, tol: Any, batch_dims: Any, divergence_factor: Any) -> _System:
+def _warm_start(x0: Any, b: Leaves, spec: TreeSpec) -> Leaves | None:
+    """The checked warm start's leaves (None without one)."""
+    if x0 is None:
+        return None
+    x_leaves, x_spec = tree_flatten(x0)
+    if x_spec != spec or any(a.shape != c.shape for a, c in zip(x_leaves, b, strict=True)):
+        raise ValueError("x0 must have the same structure and shapes as b")
+    x = [leaf.detach().clone() for leaf in x_leaves]
+    if not all(bool(torch.isfinite(leaf).all()) for leaf in x):
+        raise ValueError("x0 contains non-finite values (NaN or inf)")
+    return x
+
+
+def _system(hvp: Callable[[Any], Any], b: Any, x0: Any, tol: Any, batch_dims: Any, divergence_factor: Any) -> _System:
     tol = check_number("tol", tol, strict=False)
     batch_dims = check_int("batch_dims", batch_dims, 0)
     if batch_dims > 1:
         raise ValueError(f"batch_dims={batch_dims!r} is not allowed: 0 (one system) or 1 (a batch of systems)")
     divergence_factor = check_number("divergence_factor", divergence_factor, low=1.0)
     leaves, spec = _rhs_leaves(b, batch_dims)
-    b_norm = _dot(leaves, leaves, batch_dims).sqrt()
-    return _System(leaves, spec, _operator(hvp, spec), b_norm, batch_dims, tol, divergence_factor)
+    x0_leaves = _warm_start(x0, leaves, spec)
+    b_scale = _power_of_two(_max_abs(leaves, batch_dims))
+    unit = 1.0 / b_scale  # exact: a power of two
+    b_leaves = _scale(leaves, unit)
+    b_norm = _dot(b_leaves, b_leaves, batch_dims).sqrt()
+    if x0_leaves is not None:  # b = 0 gives x = 0 whatever the warm start
+        x0_leaves = _select(b_norm == 0, [torch.zeros_like(x) for x in x0_leaves], _scale(x0_leaves, unit))
+    apply = _operator(hvp, spec)
+    return _System(b_leaves, b_scale, spec, apply, b_norm, x0_leaves, batch_dims, tol, divergence_factor)
 
 
 @dataclass
 class _State:
-    """The iteration's state: iterate, residual, direction, ``rᵀr`` and ``||r||`` per system, each
-    system's status code, the best iterate so far, the residual history and the iterations done."""
+    """The iteration's state.  CG runs on ``Ã d = r̃0`` for the correction ``d`` to the warm start,
+    ``x̃ = x̃0 + d / op_scale``, where ``Ã = A / op_scale`` and ``op_scale`` (a power of two per system)
+    is fixed by the first product ``A p``, so that every quantity the iteration forms stays near 1
+    whatever the scales of ``A`` and ``b``.  Besides: residual, direction, ``r̃ᵀr̃`` and ``‖r̃‖`` per
+    system, each system's status code, the best correction so far, the residual history and the
+    iterations done."""
 
     x: Leaves
     r: Leaves
@@ -182,43 +239,40 @@ class _State:
     best_x: Leaves
     best_norm: torch.Tensor
     history: list[torch.Tensor]
+    op_scale: torch.Tensor | None = None
     n_iter: int = 0
 
 
-def _start_point(system: _System, x0: Any) -> tuple[Leaves, Leaves]:
-    """(x, r = b − A x) at the start: zero, or the checked warm start ``x0``."""
-    if x0 is None:
-        return [torch.zeros_like(leaf) for leaf in system.b], [leaf.clone() for leaf in system.b]
-    x_leaves, x_spec = tree_flatten(x0)
-    if x_spec != system.spec or any(a.shape != c.shape for a, c in zip(x_leaves, system.b, strict=True)):
-        raise ValueError("x0 must have the same structure and shapes as b")
-    x = [leaf.detach().clone() for leaf in x_leaves]
-    if not all(bool(torch.isfinite(leaf).all()) for leaf in x):
-        raise ValueError("x0 contains non-finite values (NaN or inf)")
-    if bool((system.b_norm == 0).all()):
-        return x, [torch.zeros_like(leaf) for leaf in system.b]
-    return x, [bb - ax for bb, ax in zip(system.b, system.apply(x), strict=True)]
-
-
-def _start(system: _System, x0: Any) -> _State:
-    """The state before the first iteration; ``b = 0`` gives ``x = 0`` (status zero_rhs)."""
-    x, r = _start_point(system, x0)
+def _start(system: _System) -> _State:
+    """The state before the first iteration: ``r̃0 = b̃ − A x̃0``, zero correction; ``b = 0`` gives
+    ``x = 0`` (status zero_rhs)."""
     zero_rhs = system.b_norm == 0
+    r = [leaf.clone() for leaf in system.b]
+    if system.x0 is not None and not bool(zero_rhs.all()):
+        r = [bb - ax for bb, ax in zip(system.b, system.apply(system.x0), strict=True)]
     zeros = [torch.zeros_like(leaf) for leaf in system.b]
-    x, r = _select(zero_rhs, zeros, x), _select(zero_rhs, zeros, r)
+    r = _select(zero_rhs, zeros, r)
     rs = _dot(r, r, system.batch_dims)
     res_norm = rs.sqrt()
     status = torch.full(system.b_norm.shape, _ACTIVE, dtype=torch.int64, device=system.b_norm.device)
     status = torch.where(zero_rhs, _ZERO_RHS, status)
     status = torch.where((status == _ACTIVE) & (res_norm <= system.tol * system.b_norm), _CONVERGED, status)
-    best_x = [leaf.clone() for leaf in x]
     return _State(
-        x, r, [leaf.clone() for leaf in r], rs, res_norm, status, best_x, res_norm.clone(), [res_norm.clone()]
-    )
+        zeros, r, [leaf.clone() for leaf in r], rs, res_norm, status, [z.clone() for z in zeros], res_norm.clone(),
+        [res_norm.clone()],
+    )  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------
 # 2. the loop
+
+
+def _scaled_product(system: _System, state: _State) -> Leaves:
+    """``Ã p = A p / op_scale``; the first call fixes ``op_scale`` from ``max |A p|``."""
+    Ap = system.apply(state.p)
+    if state.op_scale is None:
+        state.op_scale = _power_of_two(_max_abs(Ap, system.batch_dims))
+    return _scale(Ap, 1.0 / state.op_scale)
 
 
 def _step(system: _System, state: _State) -> bool:
@@ -226,7 +280,7 @@ def _step(system: _System, state: _State) -> bool:
     active = state.status == _ACTIVE
     if not bool(active.any()):
         return False
-    Ap = system.apply(state.p)
+    Ap = _scaled_product(system, state)
     pAp = _dot(state.p, Ap, system.batch_dims)
     bad_curvature = active & ~(pAp > 0)  # also catches NaN
     state.status = torch.where(bad_curvature, _NONPOSITIVE, state.status)
@@ -268,11 +322,20 @@ def _iterate(system: _System, state: _State, max_iter: int) -> _State:
 # 3. the status decision
 
 
+def _solution(system: _System, state: _State, correction: Leaves) -> Leaves:
+    """``x = b_scale · (x̃0 + d / op_scale)`` in the caller's units."""
+    op_scale = state.op_scale if state.op_scale is not None else torch.ones_like(system.b_scale)
+    x = _scale(correction, 1.0 / op_scale)
+    if system.x0 is not None:
+        x = [x0 + d for x0, d in zip(system.x0, x, strict=True)]
+    return _scale(x, system.b_scale)
+
+
 def _conclude(system: _System, state: _State, warn: bool) -> CGResult:
     """Systems still active ran out of iterations (max_iter); failed ones return their best iterate."""
     status = torch.where(state.status == _ACTIVE, _MAX_ITER, state.status)
     failed = (status == _NONPOSITIVE) | (status == _DIVERGED)
-    solution = _select(failed, state.best_x, state.x)
+    solution = _solution(system, state, _select(failed, state.best_x, state.x))
     codes = status.reshape(-1).tolist()
     worst = _NAMES[max(codes)]
     if warn and bool(failed.any()):
@@ -284,14 +347,18 @@ def _conclude(system: _System, state: _State, warn: bool) -> CGResult:
             ),
             stacklevel=3,
         )
+    norms = torch.stack(state.history).detach().to("cpu", torch.float64)
+    b_norm = system.b_norm.detach().to("cpu", torch.float64)
+    b_scale = system.b_scale.detach().to("cpu", torch.float64)
     return CGResult(
         solution=tree_unflatten(solution, system.spec),
-        residual_norms=torch.stack(state.history).detach().to("cpu", torch.float64),
+        residual_norms=norms * b_scale,
         n_iter=state.n_iter,
         converged=all(c in (_CONVERGED, _ZERO_RHS) for c in codes),
         status=worst,
         statuses=tuple(_NAMES[c] for c in codes),
-        rhs_norm=system.b_norm.detach().to("cpu", torch.float64),
+        rhs_norm=b_norm * b_scale,
+        relative_norms=torch.where(b_norm > 0, norms / torch.where(b_norm > 0, b_norm, 1.0), 0.0),
     )
 
 
@@ -333,8 +400,8 @@ def conjugate_gradient(
         The solution (the best iterate for failed systems), residual history, iterations and statuses.
     """
     max_iter = check_int("max_iter", max_iter, 0)
-    system = _system(hvp, b, tol, batch_dims, divergence_factor)
-    state = _iterate(system, _start(system, x0), max_iter)
+    system = _system(hvp, b, x0, tol, batch_dims, divergence_factor)
+    state = _iterate(system, _start(system), max_iter)
     return _conclude(system, state, warn)
 
 
@@ -354,9 +421,12 @@ def stack_results(results: list[CGResult]) -> CGResult:
     """
     if not results:
         raise ValueError("results is empty; expected at least one CGResult")
-    columns = [r.residual_norms.reshape(r.residual_norms.shape[0], -1) for r in results]
-    length = max(c.shape[0] for c in columns)
-    padded = [torch.cat([c, c[-1:].expand(length - c.shape[0], -1)]) for c in columns]
+    length = max(r.n_iter for r in results) + 1
+
+    def padded(histories: list[torch.Tensor]) -> torch.Tensor:
+        columns = [h.reshape(h.shape[0], -1) for h in histories]
+        return torch.cat([torch.cat([c, c[-1:].expand(length - c.shape[0], -1)]) for c in columns], dim=1)
+
     statuses = tuple(s for r in results for s in r.statuses)
 
     def cat_leaves(*leaves: torch.Tensor) -> torch.Tensor:
@@ -369,10 +439,11 @@ def stack_results(results: list[CGResult]) -> CGResult:
     solution = tree_unflatten([cat_leaves(*parts) for parts in zip(*(f[0] for f in flat), strict=True)], flat[0][1])
     return CGResult(
         solution=solution,
-        residual_norms=torch.cat(padded, dim=1),
+        residual_norms=padded([r.residual_norms for r in results]),
         n_iter=max(r.n_iter for r in results),
         converged=all(r.converged for r in results),
         status=max(statuses, key=_CODES.__getitem__),
         statuses=statuses,
         rhs_norm=torch.cat([r.rhs_norm.reshape(-1) for r in results]),
+        relative_norms=padded([r.relative_norms for r in results]),
     )

@@ -56,7 +56,7 @@ def cg_units(config: MemoryReducedConfig, context: RunContext) -> list[Unit]:
 
     def residuals(lam: float) -> Iterator[Record]:
         cg = solve(lam, config.inner_steps, config.cg_max_steps, 1e-12).cg
-        norms, rhs = cg.residual_norms[:, 0], float(cg.rhs_norm[0])
+        norms, relative = cg.residual_norms[:, 0], cg.relative_norms[:, 0]
         for step in range(cg.n_iter + 1):
             values = {
                 "sweep": "residual",
@@ -66,7 +66,7 @@ def cg_units(config: MemoryReducedConfig, context: RunContext) -> list[Unit]:
                 "inner_steps": config.inner_steps,
                 "cg_steps": config.cg_max_steps,
                 "residual": float(norms[step]),
-                "relative_residual": float(norms[step]) / rhs if rhs > 0 else 0.0,
+                "relative_residual": float(relative[step]),
                 "hypergrad_error": float("nan"),
                 "status": cg.status,
                 "failed": cg.failed,
