@@ -12,6 +12,7 @@ from PIL import Image
 
 from metalab.data.episodes import EpisodeSampler
 from metalab.data.image_formats import (
+    ArrayUnpickler,
     load_cifar_fs,
     load_fc100,
     load_mini_imagenet,
@@ -137,3 +138,81 @@ def test_not_found_without_path_or_env(monkeypatch):
     monkeypatch.delenv("METALAB_DATA", raising=False)
     with pytest.raises(FileNotFoundError, match="METALAB_DATA is unset"):
         load_fc100()
+
+
+# ---------------------------------------------------------------------------------------------
+# files that are not to be trusted
+
+
+class RunsACommand:
+    """Unpickling this calls ``os.system(command)``: what a crafted data file does to ``pickle.load``."""
+
+    def __init__(self, command: str):
+        self.command = command
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (self.command,)
+
+
+class WritesAFile:
+    """Unpickling this calls ``builtins.exec``, which writes ``marker``."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return exec, (f"open({self.marker!r}, 'w').write('ran')",)
+
+
+#: each loader and the file it reads in ``tmp_path`` (tieredImageNet also reads its PNG pickle)
+TARGETS = [
+    (load_mini_imagenet, "mini-imagenet-cache-train.pkl"),
+    (load_tiered_imagenet, "train_labels.pkl"),
+    (load_cifar_fs, "CIFAR_FS_train.pickle"),
+    (load_fc100, "FC100_train.pickle"),
+]
+
+
+@pytest.mark.parametrize(("loader", "filename"), TARGETS, ids=lambda t: getattr(t, "__name__", t))
+@pytest.mark.parametrize(
+    ("payload", "refused"), [(RunsACommand, r"(posix|nt|os)\.system"), (WritesAFile, r"builtins\.exec")]
+)
+def test_a_crafted_pickle_never_runs_and_is_refused_naming_the_file_and_global(
+    tmp_path, loader, filename, payload, refused
+):
+    marker = tmp_path / "ran"
+    evil = payload(f"touch {marker}") if payload is RunsACommand else payload(marker)
+    images = rgb_images(np.repeat([0, 1], 2), 32)
+    file = dump({"data": images, "labels": [0, 0, 1, 1], "image_data": images, "extra": evil}, tmp_path / filename)
+    with pytest.raises(ValueError, match=rf"refused to load {file}: it names the Python global {refused}"):
+        loader(tmp_path, split="train")
+    assert not marker.exists()
+
+
+def test_the_png_pickle_of_tiered_imagenet_is_read_with_the_same_restriction(tmp_path):
+    marker = tmp_path / "ran"
+    dump({"label_specific": np.array([0, 1])}, tmp_path / "test_labels.pkl")
+    dump([b"png", WritesAFile(marker)], tmp_path / "test_images_png.pkl")
+    with pytest.raises(ValueError, match=r"refused to load .*test_images_png\.pkl: .*builtins\.exec"):
+        load_tiered_imagenet(tmp_path, split="test")
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_arrays_scalars_and_containers_still_load_at_every_protocol(tmp_path, protocol):
+    labels = np.array([3, 3, 5], dtype=np.int64)
+    payload = {"data": rgb_images(labels, 32), "labels": labels, "names": ("a", b"b", 1.5, np.float32(2.0))}
+    dump(payload, tmp_path / "CIFAR_FS_val.pickle", protocol=protocol)
+    assert load_cifar_fs(tmp_path, split="val").counts == [2, 1]
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # numpy 2 may say numpy.core is now numpy._core
+def test_a_numpy_1_pickle_naming_numpy_core_is_read():
+    """Pickles written by numpy 1 (and Python 2) name ``numpy.core.multiarray``; numpy 2 reads them."""
+    text = pickle.dumps(np.arange(6, dtype=np.uint8).reshape(2, 3), protocol=2)
+    old = text.replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
+    assert old != text
+    array = ArrayUnpickler(io.BytesIO(old), encoding="latin1").load()
+    assert array.shape == (2, 3) and array.dtype == np.uint8 and array[1, 2] == 5

@@ -3,10 +3,14 @@
 Each loader reads one split (``"train"``, ``"val"`` or ``"test"``; the class-level splits are fixed
 by the files) and returns an :class:`~metalab.data.image_folders.ImageClasses` of RGB ``uint8``
 images for :class:`~metalab.data.episodes.EpisodeSampler`. ``path`` is the file itself or a folder
-holding it (default ``$METALAB_DATA``; the usual sub-folder names are tried too). The files are
-Python pickles, which can run code when loaded: load only files from a source you trust. Nothing
-here downloads: the data sets are ImageNet/CIFAR derivatives distributed by their authors (and
-by libraries such as learn2learn) under their own terms.
+holding it (default ``$METALAB_DATA``; the usual sub-folder names are tried too). Nothing here
+downloads: the data sets are ImageNet/CIFAR derivatives distributed by their authors (and by
+libraries such as learn2learn) under their own terms.
+
+The files are Python pickles, and ``pickle.load`` runs whatever code a pickle names.  They are read
+with :class:`ArrayUnpickler`, which builds only numpy arrays, numpy dtypes and scalars and plain
+containers (list, dict, tuple, str, bytes, int, float) and refuses every other global with a
+ValueError naming the file and the global, before anything of it is imported or called.
 
 Formats:
 
@@ -57,10 +61,58 @@ def _find(path: Any, filename: str, subdirs: Sequence[str], dataset: str, how: s
     )
 
 
+CONTAINERS = ("list", "dict", "tuple", "str", "bytes", "int", "float")
+#: the globals a pickle of numpy arrays and plain containers names (numpy 1 wrote ``numpy.core``,
+#: numpy 2 writes ``numpy._core``; Python 3 pickles bytes at protocol 2 as ``_codecs.encode``)
+ALLOWED_GLOBALS = frozenset(
+    {
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        *((f"numpy.{core}.multiarray", name) for core in ("core", "_core") for name in ("_reconstruct", "scalar")),
+        *((f"numpy.{core}.numeric", "_frombuffer") for core in ("core", "_core")),
+        *((builtins, name) for builtins in ("builtins", "__builtin__") for name in CONTAINERS),
+        ("_codecs", "encode"),
+    }
+)
+
+
+class RefusedGlobal(pickle.UnpicklingError):
+    """A pickle named a global outside :data:`ALLOWED_GLOBALS`."""
+
+    def __init__(self, module: str, name: str):
+        self.global_name = f"{module}.{name}"
+        super().__init__(f"the pickle names {self.global_name}, which is not allowed")
+
+
+class ArrayUnpickler(pickle.Unpickler):
+    """An unpickler that resolves only :data:`ALLOWED_GLOBALS`: numpy arrays, dtypes and scalars and plain
+    containers.  Any other global (``os.system``, ``builtins.eval``, a class) raises :class:`RefusedGlobal`
+    before it is imported, so a crafted file cannot run code."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in ALLOWED_GLOBALS:
+            raise RefusedGlobal(module, name)
+        return super().find_class(module, name)
+
+
 def _load_pickle(file: pathlib.Path) -> Any:
+    """The arrays and containers pickled in ``file`` (Python 2 strings read as latin-1).
+
+    Raises
+    ------
+    ValueError
+        Naming ``file``: a global outside :data:`ALLOWED_GLOBALS` (named too), or a file that is not
+        a readable pickle.
+    """
     try:
         with open(file, "rb") as f:
-            return pickle.load(f, encoding="latin1")
+            return ArrayUnpickler(f, encoding="latin1").load()
+    except RefusedGlobal as err:
+        raise ValueError(
+            f"refused to load {file}: it names the Python global {err.global_name}, and a pickle can run code "
+            "through such a name; only numpy arrays, numpy dtypes and scalars and plain containers (list, dict, "
+            "tuple, str, bytes, int, float) are read"
+        ) from None
     except Exception as err:  # any unpickling failure means the file is not in the expected format
         raise ValueError(f"cannot read the pickle file {file}: {type(err).__name__}: {err}") from None
 
