@@ -175,6 +175,140 @@ def test_one_shot_runs_and_evaluator_on_synthetic_runs(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
+# Files that are not to be trusted: every problem is a ValueError naming the file and the problem
+
+
+def declare_size(path: Path, member: str, size: int) -> Path:
+    """Rewrite the uncompressed size ``member`` declares (local header and central directory) to ``size``."""
+    data = bytearray(path.read_bytes())
+    name = member.encode()
+    for signature, offset in ((b"PK\x03\x04", 22), (b"PK\x01\x02", 24)):
+        start = 0
+        while (local := data.find(signature, start)) >= 0:
+            name_at = local + (30 if signature == b"PK\x03\x04" else 46)
+            if data[name_at : name_at + len(name)] == name:
+                data[local + offset : local + offset + 4] = size.to_bytes(4, "little")
+            start = local + 4
+    path.write_bytes(bytes(data))
+    return path
+
+
+BIG = 3 * 2**30  # a 3 GiB member
+
+
+@pytest.fixture
+def guarded_reads(monkeypatch):
+    """Fail the test if any zip member is inflated: the limits must act before reading."""
+    reads = []
+    original = zipfile.ZipFile.read
+
+    def read(self, name, pwd=None):
+        reads.append(name)
+        return original(self, name, pwd)
+
+    monkeypatch.setattr(zipfile.ZipFile, "read", read)
+    return reads
+
+
+def test_a_member_declaring_gigabytes_is_refused_before_it_is_read(tmp_path, guarded_reads):
+    folder = tmp_path / "omniglot"
+    zipped = write_set(folder / "images_background.zip", {"Greek": 1}, drawers=2)
+    member = "images_background/Greek/character01/0001_01.png"
+    declare_size(zipped, member, BIG)
+    assert zipped.stat().st_size < 3 * 2**20  # a few kilobytes claiming 3 GiB
+    classes = load_omniglot(tmp_path)
+    with pytest.raises(ValueError, match=rf"refused to read {zipped}:{member}: it declares {BIG} bytes, more than"):
+        classes.images(0)
+    assert not guarded_reads
+
+    runs = write_runs(tmp_path / "all_runs.zip", n_runs=1)
+    declare_size(runs, "run01/training/class01.png", BIG)
+    with pytest.raises(ValueError, match=r"refused to read .*all_runs\.zip: its images and label files declare"):
+        load_one_shot_runs(runs)
+    assert not guarded_reads
+
+
+def test_a_member_that_would_inflate_more_than_a_hundredfold_is_refused(tmp_path, guarded_reads):
+    bomb = tmp_path / "images_background.zip"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("images_background/Greek/character01/0001_01.png", bytes(20 * 2**20))
+    assert bomb.stat().st_size < 100_000
+    with pytest.raises(ValueError, match=r"0001_01\.png: it would expand from \d+ to 20971520 bytes, more than 100"):
+        load_omniglot(bomb).images(0)
+    runs = tmp_path / "runs" / "all_runs.zip"
+    runs.parent.mkdir()
+    with zipfile.ZipFile(runs, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("run01/class_labels.txt", bytes(20 * 2**20))
+    with pytest.raises(ValueError, match=r"run01/class_labels\.txt: it would expand"):
+        load_one_shot_runs(runs)
+    assert not guarded_reads
+
+
+def valid_zip_bytes(tmp_path: Path) -> bytes:
+    return write_set(tmp_path / "valid" / "images_background.zip", {"Greek": 1}).read_bytes()
+
+
+BROKEN = {
+    "empty": (lambda valid: b"", r"it is empty \(0 bytes\)"),
+    "truncated": (lambda valid: valid[: len(valid) // 2], r"it is a zip archive cut short or corrupt"),
+    "text": (lambda valid: b"alphabet,character\nGreek,1\n", r"it is not a zip archive \(it begins with b'alph'\)"),
+    "gzip": (lambda valid: __import__("gzip").compress(valid), r"it is not a zip archive \(it begins with b'\\x1f"),
+}
+
+
+@pytest.mark.parametrize("kind", list(BROKEN))
+@pytest.mark.parametrize("filename", ["images_background.zip", "all_runs.zip"])
+def test_an_empty_truncated_or_wrong_format_zip_is_named_with_its_problem(tmp_path, kind, filename):
+    make, problem = BROKEN[kind]
+    broken = tmp_path / filename
+    broken.write_bytes(make(valid_zip_bytes(tmp_path)))
+    load = load_one_shot_runs if filename == "all_runs.zip" else load_omniglot
+    with pytest.raises(ValueError, match=rf"cannot read the zip file {broken}: {problem}"):
+        load(broken)
+
+
+def test_a_damaged_member_or_image_is_named_with_its_problem(tmp_path):
+    zipped = write_set(tmp_path / "images_background.zip", {"Greek": 1}, drawers=2)
+    member = "images_background/Greek/character01/0001_01.png"
+    with zipfile.ZipFile(zipped) as archive:
+        info = archive.getinfo(member)
+    data = bytearray(zipped.read_bytes())
+    start = info.header_offset + 30 + len(member)
+    data[start + 20 : start + 28] = bytes(8)  # damage the stored bytes: the CRC no longer matches
+    zipped.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=rf"cannot read {zipped}:{member}: the member is damaged \(BadZipFile"):
+        load_omniglot(zipped).images(0)
+
+    folder = tmp_path / "folder" / "Greek" / "character01"
+    folder.mkdir(parents=True)
+    (folder / "0001_01.png").write_bytes(b"")
+    (folder / "0001_02.png").write_bytes(b"GIF89a not really")
+    with pytest.raises(ValueError, match=r"0001_01\.png: it is empty \(0 bytes\)"):
+        load_omniglot(tmp_path / "folder").images(0)
+    (folder / "0001_01.png").unlink()
+    with pytest.raises(ValueError, match=r"0001_02\.png: .*(not in an image format|truncated|cannot identify)"):
+        load_omniglot(tmp_path / "folder").images(0)
+
+
+@pytest.mark.parametrize(
+    ("labels", "problem"),
+    [
+        (b"\xff\xfe run01/test/item01.png", r"it is not UTF-8 text"),
+        (b"run01/test/item01.png run01/training/class01.png extra\n", r"line 1 holds 3 fields"),
+    ],
+)
+def test_a_malformed_class_labels_file_is_named_with_its_problem(tmp_path, labels, problem):
+    good = write_runs(tmp_path / "all_runs.zip", n_runs=1)
+    bad = tmp_path / "bad" / "all_runs.zip"
+    bad.parent.mkdir()
+    with zipfile.ZipFile(good) as source, zipfile.ZipFile(bad, "w") as target:
+        for info in source.infolist():
+            target.writestr(info, labels if info.filename.endswith("class_labels.txt") else source.read(info))
+    with pytest.raises(ValueError, match=rf"cannot read {bad}:run01/class_labels\.txt: {problem}"):
+        load_one_shot_runs(bad)
+
+
+# ---------------------------------------------------------------------------------------------
 # Real data (../shared/data/omniglot)
 
 

@@ -20,7 +20,6 @@ import math
 import numbers
 import os
 import pathlib
-import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -30,7 +29,7 @@ import torch
 
 from metalab.core.checks import check_choice
 from metalab.core.seeding import generator
-from metalab.data.image_stores import ArrayStore, ClassStore, FileRef, FileStore, TensorStore
+from metalab.data.image_stores import ArrayStore, ClassStore, FileRef, FileStore, TensorStore, open_zip
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 MODES = ("L", "RGB")
@@ -247,9 +246,7 @@ def scan_image_source(path: str | os.PathLike, extensions: Sequence[str] = IMAGE
         raise FileNotFoundError(f"path={str(path)!r} does not exist")
     found: dict[str, list[FileRef]] = {}
     if path.is_file():
-        if not zipfile.is_zipfile(path):
-            raise ValueError(f"path={str(path)!r} is not allowed: a folder or a .zip file of image folders")
-        with zipfile.ZipFile(path) as archive:
+        with open_zip(path) as archive:
             infos = [i for i in archive.infolist() if not i.is_dir() and _visible(i.filename)]
         infos = [i for i in infos if i.filename.lower().endswith(exts)]
         prefix = path.stem + "/"

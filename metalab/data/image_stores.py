@@ -12,12 +12,79 @@ from __future__ import annotations
 import io
 import pathlib
 import zipfile
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
+
+MAX_MEMBER_BYTES = 64 * 2**20
+MAX_COMPRESSION_RATIO = 100
+RATIO_CHECKED_BYTES = 2**20
+
+#: what reading a damaged archive or member raises inside ``zipfile`` and ``zlib``
+_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError, RuntimeError, ValueError)
+
+
+def _what_it_is(path: pathlib.Path) -> str:
+    """Why ``path`` is not a readable zip, in words."""
+    size = path.stat().st_size
+    if size == 0:
+        return "it is empty (0 bytes)"
+    with open(path, "rb") as f:
+        start = f.read(4)
+    if start.startswith(b"PK"):
+        return f"it is a zip archive cut short or corrupt ({size} bytes; its closing directory is missing or damaged)"
+    return f"it is not a zip archive (it begins with {start!r})"
+
+
+def open_zip(path: str | pathlib.Path) -> zipfile.ZipFile:
+    """``zipfile.ZipFile(path)``; an empty, truncated, corrupt or non-zip file raises ValueError saying which."""
+    path = pathlib.Path(path)
+    try:
+        return zipfile.ZipFile(path)
+    except (FileNotFoundError, PermissionError):
+        raise
+    except _ZIP_ERRORS as err:
+        raise ValueError(f"cannot read the zip file {path}: {_what_it_is(path)} ({err})") from None
+
+
+def check_declared_size(where: str, declared: int, compressed: int | None = None) -> None:
+    """Refuse a file or zip member whose declared size (or, for a member, expansion ratio) is over the limits."""
+    if declared > MAX_MEMBER_BYTES:
+        raise ValueError(
+            f"refused to read {where}: it declares {declared} bytes, more than the {MAX_MEMBER_BYTES} bytes "
+            "(64 MiB) allowed for one file"
+        )
+    if compressed is not None and declared > RATIO_CHECKED_BYTES and declared > MAX_COMPRESSION_RATIO * compressed:
+        raise ValueError(
+            f"refused to read {where}: it would expand from {compressed} to {declared} bytes, more than "
+            f"{MAX_COMPRESSION_RATIO} times (a zip bomb?)"
+        )
+
+
+def read_member(archive: zipfile.ZipFile, member: str | zipfile.ZipInfo, path: pathlib.Path) -> bytes:
+    """The bytes of ``member`` of ``archive`` (the zip file ``path``), after :func:`check_declared_size`; a missing or
+    damaged member raises ValueError naming the file, the member and the problem."""
+    name = member.filename if isinstance(member, zipfile.ZipInfo) else member
+    where = f"{path}:{name}"
+    try:
+        info = member if isinstance(member, zipfile.ZipInfo) else archive.getinfo(name)
+    except KeyError:
+        raise ValueError(f"cannot read {where}: the zip file has no member {name!r}") from None
+    check_declared_size(where, info.file_size, info.compress_size)
+    try:
+        return archive.read(info)
+    except _ZIP_ERRORS as err:
+        raise ValueError(f"cannot read {where}: the member is damaged ({type(err).__name__}: {err})") from None
+
+
+def read_file(path: pathlib.Path) -> bytes:
+    """The bytes of a file in a folder, after :func:`check_declared_size`."""
+    check_declared_size(str(path), path.stat().st_size)
+    return path.read_bytes()
 
 
 class ClassStore:
@@ -148,11 +215,11 @@ class FileStore(ClassStore):
 
     def _read(self, ref: FileRef) -> bytes:
         if not ref.in_zip:
-            return (ref.container / ref.member).read_bytes()
+            return read_file(ref.container / ref.member)
         archive = self._zips.get(ref.container)
         if archive is None:
-            archive = self._zips[ref.container] = zipfile.ZipFile(ref.container)
-        return archive.read(ref.member)
+            archive = self._zips[ref.container] = open_zip(ref.container)
+        return read_member(archive, ref.member, ref.container)
 
     def _make(self, i: int) -> torch.Tensor:
         refs = self._files[i]
@@ -171,14 +238,22 @@ class FileStore(ClassStore):
 
 
 def decode_image(data: bytes, where: str, mode: str, size: tuple[int, int] | None, invert: bool) -> np.ndarray:
-    """Decode one image to ``uint8`` ``(C, H, W)``; an unreadable file raises ValueError naming ``where``."""
+    """Decode one image to ``uint8`` ``(C, H, W)``; an unreadable file raises ValueError naming ``where``
+    (an empty file, one in no image format PIL knows, a truncated one, or one over PIL's pixel limit)."""
+    if not data:
+        raise ValueError(f"cannot read the image file {where}: it is empty (0 bytes)")
     try:
         with Image.open(io.BytesIO(data)) as img:
             img = img.convert(mode)
             if size is not None and img.size != (size[1], size[0]):
                 img = img.resize((size[1], size[0]), Image.Resampling.LANCZOS, reducing_gap=3.0)
             array = np.asarray(img, dtype=np.uint8)
-    except (OSError, SyntaxError, ValueError) as err:  # PIL's UnidentifiedImageError is an OSError
+    except UnidentifiedImageError:
+        raise ValueError(
+            f"cannot read the image file {where}: not in an image format PIL knows ({len(data)} bytes beginning "
+            f"{data[:8]!r})"
+        ) from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         raise ValueError(f"cannot read the image file {where}: {err}") from None
     if invert:
         array = 255 - array

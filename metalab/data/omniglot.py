@@ -15,6 +15,11 @@ strokes are bright on a black background (zero padding then means "no ink"). Cla
 gives alphabet-disjoint splits. A character found in two sets with identical files is kept once;
 with differing files it is an error.
 
+No file is trusted: zips and their members are read through :mod:`metalab.data.image_stores`, which
+checks each member's declared size and compression ratio before inflating it; an empty, truncated,
+corrupt or wrong-format zip, image or ``class_labels.txt`` raises a ValueError naming the file (and
+the member) and the problem.
+
 :func:`evaluate_one_shot_runs` scores any predictor on the benchmark next to the published error
 rates in :data:`PUBLISHED_ONE_SHOT_ERRORS`.
 """
@@ -45,7 +50,7 @@ from metalab.data.image_folders import (
     looked_in,
     scan_image_source,
 )
-from metalab.data.image_stores import decode_image
+from metalab.data.image_stores import decode_image, open_zip, read_file, read_member
 
 SUBDIRS = ("omniglot", "Omniglot")
 BASE_URL = "https://raw.githubusercontent.com/brendenlake/omniglot/master/python"
@@ -60,6 +65,9 @@ URLS = {
     **{name: f"{BASE_URL}/{stem}.zip" for name, stem in SET_FILES.items()},
     "runs": f"{BASE_URL}/one-shot-classification/{RUNS_FILE}.zip",
 }
+
+#: the most bytes the one-shot runs' images and label files may declare together (the real ones: about 2 MB)
+MAX_RUNS_BYTES = 256 * 2**20
 
 # Error rates on the 20 runs, as fractions. People, BPL and the range for deep networks are from
 # Lake et al. (2015); the two network entries are the values that paper reports for them.
@@ -177,7 +185,7 @@ def _merge(scans: list[list[ClassEntry]], sources: list[pathlib.Path]) -> list[C
 def _fingerprint(entry: ClassEntry) -> list[tuple[str, int]]:
     out = []
     for ref in entry.files:
-        crc = ref.crc if ref.crc is not None else zlib.crc32((ref.container / ref.member).read_bytes())
+        crc = ref.crc if ref.crc is not None else zlib.crc32(read_file(ref.container / ref.member))
         out.append((ref.member.rpartition("/")[2], crc))
     return out
 
@@ -295,14 +303,9 @@ def load_one_shot_runs(path: str | os.PathLike | None = None, *, image_size: Any
     source = find_one_shot_runs(path)
     if source is None:
         raise FileNotFoundError(_missing_message("Omniglot one-shot runs (all_runs.zip)", path))
-    if source.is_file():
-        with zipfile.ZipFile(source) as archive:
-            files = {n: archive.read(n) for n in archive.namelist() if not n.endswith("/")}
-    else:
-        files = {p.relative_to(source).as_posix(): p.read_bytes() for p in source.rglob("*") if p.is_file()}
     # the runs may sit under a top folder; key every file by its path from the run folder on
     runs: dict[str, dict[str, bytes]] = {}
-    for name, data in files.items():
+    for name, data in _run_files(source).items():
         parts = name.split("/")
         for k, part in enumerate(parts[:-1]):
             if part.startswith("run"):
@@ -314,15 +317,53 @@ def load_one_shot_runs(path: str | os.PathLike | None = None, *, image_size: Any
     return [_read_run(name, runs[name], source, size, invert) for name in sorted(runs)]
 
 
+def _run_files(source: pathlib.Path) -> dict[str, bytes]:
+    """The ``.png`` and ``.txt`` files of the runs' zip or folder by path, each held to the size limits of
+    :mod:`metalab.data.image_stores` and together to :data:`MAX_RUNS_BYTES`."""
+    wanted = (".png", ".txt")
+    if source.is_file():
+        with open_zip(source) as archive:
+            members = [i for i in archive.infolist() if not i.is_dir() and i.filename.endswith(wanted)]
+            _check_total(source, sum(i.file_size for i in members))
+            return {i.filename: read_member(archive, i, source) for i in members}
+    paths = [p for p in source.rglob("*") if p.is_file() and p.name.endswith(wanted)]
+    _check_total(source, sum(p.stat().st_size for p in paths))
+    return {p.relative_to(source).as_posix(): read_file(p) for p in paths}
+
+
+def _check_total(source: pathlib.Path, total: int) -> None:
+    if total > MAX_RUNS_BYTES:
+        raise ValueError(
+            f"refused to read {source}: its images and label files declare {total} bytes together, more than the "
+            f"{MAX_RUNS_BYTES} bytes allowed (the benchmark's 20 runs hold about 2 MB)"
+        )
+
+
+def _answers(name: str, text: bytes, where: str) -> dict[str, str]:
+    """``class_labels.txt``: one ``test/itemNN.png training/classNN.png`` pair per line."""
+    try:
+        lines = text.decode("utf-8").splitlines()
+    except UnicodeDecodeError as err:
+        raise ValueError(f"cannot read {where}: it is not UTF-8 text ({err})") from None
+    answer_of: dict[str, str] = {}
+    for number, line in enumerate(lines, 1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != 2:
+            raise ValueError(
+                f"cannot read {where}: line {number} holds {len(fields)} fields ({line.strip()[:80]!r}); expected "
+                "two paths, a test image and its training image"
+            )
+        answer_of[_from_run(fields[0], name)] = _from_run(fields[1], name)
+    return answer_of
+
+
 def _read_run(name: str, files: dict[str, bytes], source: pathlib.Path, size, invert: bool) -> OneShotRun:
     train = sorted(f for f in files if f.startswith(f"{name}/training/") and f.endswith(".png"))
     test = sorted(f for f in files if f.startswith(f"{name}/test/") and f.endswith(".png"))
-    answer_of: dict[str, str] = {}
-    for line in files[f"{name}/class_labels.txt"].decode().splitlines():
-        if line.strip():
-            item, label = line.split()
-            answer_of[_from_run(item, name)] = _from_run(label, name)
     where = f"{source}:{name}/class_labels.txt"
+    answer_of = _answers(name, files[f"{name}/class_labels.txt"], where)
     missing = [t for t in test if t not in answer_of]
     unknown = sorted(set(answer_of.values()) - set(train))
     if not train or not test or missing or unknown:
