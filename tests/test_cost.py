@@ -68,3 +68,18 @@ def test_memory_estimate_is_within_a_factor_of_two_of_the_measured_peak(experime
     assert measured > 50 * MB  # the run, not noise, sets the peak
     print(f"{experiment}: estimate {estimate / MB:.0f} MB, measured {measured / MB:.0f} MB")
     assert measured / 2 <= estimate <= 2 * measured, f"estimate {estimate / MB:.0f} MB, measured {measured / MB:.0f} MB"
+
+
+def test_generators_and_padding_refuse_what_the_machine_cannot_hold(monkeypatch):
+    import numpy as np
+
+    from metalab.core import cost
+    from metalab.data import hps_tasks
+    from metalab.subspace import fit
+
+    with pytest.raises(MemoryError, match=r"hps_tasks\(n_tasks=8000, n_samples=100000, d=2000\) would take"):
+        hps_tasks(d=2000, rank=3, n_tasks=8000, n_samples=100_000)
+    monkeypatch.setattr(cost, "available_bytes", lambda: 10 * MB)
+    ragged = [np.ones((3, 50)), np.ones((40_000, 50))]  # one long task pads every task to 40000 rows
+    with pytest.raises(MemoryError, match=r"padding 2 tasks to their longest \(40000 samples, d=50\)"):
+        fit("mom", ragged, [np.ones(3), np.ones(40_000)], 1)

@@ -63,6 +63,17 @@ def available_bytes() -> float:
     return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
 
 
+def check_allocation(what: str, n_bytes: float) -> None:
+    """Raise MemoryError, naming ``what`` and the sizes, before allocating ``n_bytes`` that the machine
+    does not have available (instead of the allocator's traceback or the kernel's OOM killer)."""
+    available = available_bytes()
+    if n_bytes > available:
+        raise MemoryError(
+            f"{what} would take {describe_bytes(n_bytes)} and {describe_bytes(available)} are available; "
+            "lower its sizes"
+        )
+
+
 @dataclasses.dataclass(frozen=True)
 class Budget:
     """What one run may cost on a shared server: set by the server's owner through ``METALAB_BUDGET_MB``

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from metalab.core.checks import as_float_tensor, check_int, check_number, check_seed
+from metalab.core.cost import check_allocation
 from metalab.core.device import resolve_device
 from metalab.core.seeding import generator
 
@@ -146,6 +147,7 @@ def hps_tasks(
     rank = check_int("rank", rank, 1, d, hint=" (the subspace dimension s, at most d)")
     n_tasks = check_int("n_tasks", n_tasks, 1)
     n_samples = check_int("n_samples", n_samples, 1)
+    check_allocation(f"hps_tasks(n_tasks={n_tasks}, n_samples={n_samples}, d={d})", 16.0 * n_tasks * n_samples * d)
     noise = check_number("noise", noise, strict=False)
     seed = check_seed(seed)
     if dtype not in DTYPES:

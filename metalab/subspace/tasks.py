@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from metalab.core.checks import as_float_tensor, check_number
+from metalab.core.cost import check_allocation
 from metalab.subspace.linalg import orthonormal_columns
 
 DTYPE = torch.float64
@@ -124,6 +125,9 @@ def _padded_from_lists(X: Sequence, y: Sequence) -> tuple[torch.Tensor, torch.Te
             raise ValueError(f"y[{t}] has shape {tuple(v.shape)}; expected ({x.shape[0]},) to match X[{t}]")
     counts = torch.tensor([x.shape[0] for x in xs], dtype=DTYPE, device=device)
     longest = int(counts.max())
+    check_allocation(
+        f"padding {n_tasks} tasks to their longest ({longest} samples, d={dim})", 8.0 * n_tasks * longest * (dim + 1)
+    )
     X_pad = torch.zeros(n_tasks, longest, dim, dtype=DTYPE, device=device)
     y_pad = torch.zeros(n_tasks, longest, dtype=DTYPE, device=device)
     for t, (x, v) in enumerate(zip(xs, ys, strict=True)):  # one copy per task at conversion time, not in a hot path

@@ -3,8 +3,9 @@
 Every method works on ``X`` of shape (T, m, d) in float64, ``x = 8 T m d`` bytes.  Generating the
 data peaks at about 1.3 x.  Measured peaks above that (T, m, d from (2000, 10, 50) to (1000, 50, 200),
 one thread): Meta-SP, the nuclear norm and Burer-Monteiro hold about 0.6 x; the method of moments and AltMinGD (which starts from it) 3 x;
-ANIL 4 x plus autograd's workspace; single-task OLS the T per-task Gram matrices (8 T d^2 bytes);
-exact AltMin those and its (d s)^2 system built through a T d^2 s intermediate.  Times are per
+ANIL 4 x plus autograd's workspace; single-task OLS (a pseudo-inverse per task) about 3 x; exact
+AltMin the T per-task Gram matrices (8 T d^2 bytes) and its (d s)^2 system built through a T d^2 s
+intermediate.  Times are per
 iteration: about 1.8e-8 s per multiply-add over X plus a fixed 1-30 ms, per method; the iterative
 methods are charged their whole ``max_iter`` (they often stop earlier at ``tol``).
 """
@@ -26,7 +27,7 @@ _METHODS = {
     "anil": (4.0, 3.6e-8, 3e-3),
     "anil_fo": (4.0, 2.7e-8, 3e-3),
     "mom": (3.0, 0.0, 1.0),
-    "single_task": (0.5, 0.0, 5.0),
+    "single_task": (3.0, 0.0, 5.0),
     "oracle": (0.5, 0.0, 0.0),
 }
 SECONDS_PER_MOMENT = 4e-10
@@ -38,8 +39,8 @@ def fit_cost(method: str, T: int, m: int, d: int, s: int, max_iter: int) -> Cost
     x = 8.0 * T * m * d
     held, per_multiply_add, fixed = _METHODS[method]
     extra = held * x
-    if method in ("single_task", "altmin"):
-        extra += 8.0 * T * d * d * (1 + s * (method == "altmin"))
+    if method == "altmin":
+        extra += 8.0 * T * d * d * (1 + s)
     if method.startswith("anil"):
         extra += AUTOGRAD_WORKSPACE
     if per_multiply_add:
