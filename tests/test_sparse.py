@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import doctest
+import importlib
+
 import pytest
 import torch
 
@@ -341,7 +344,7 @@ def test_recovery_with_cross_entropy_regresses_on_one_hot_labels():
     logits = recovery_predictions(model, params, (x, labels), x, steps=3000, query_loss="ce")[-1]
     assert heads.coef.shape == (2, 7, 3)
     assert bool((logits.argmax(-1) == labels).float().mean() > 0.7)  # a least-squares fit of one-hot rows
-    with pytest.raises(ValueError, match="support labels are not allowed: integers in 0..2"):
+    with pytest.raises(ValueError, match=r"support y labels 1..3 are not allowed: integers in 0..2"):
         recover_heads(model, params, (x, labels + 1), lam=0.0, steps=1, query_loss="ce")
 
 
@@ -354,3 +357,9 @@ def test_task_rip_estimates_estimate_each_task_with_its_own_seed():
     assert estimates[2].delta == rip_estimate(Phi[2], 3, trials=20, seed=9).delta
     with pytest.raises(ValueError, match="Phi of shape"):
         task_rip_estimates(Phi[0], 3)
+
+
+def test_the_examples_in_the_recovery_docstrings_run():
+    module = importlib.import_module("metalab.sparse.ista")  # the package's `ista` is the function
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0

@@ -25,6 +25,7 @@ from metalab.gbml.core import (
     check_model,
     check_pair,
     check_param_dict,
+    output_shape,
 )
 
 
@@ -75,7 +76,7 @@ def fine_tune(
     lr = check_number("lr", lr)
     params = check_param_dict(model, params)
     dtype = next(iter(params.values())).dtype
-    sx, sy = check_pair("support", support, loss, dtype)
+    sx, sy = check_pair("support", support, loss, dtype, partial(output_shape, model, params))
     qx = check_inputs("query_x", query_x, dtype)
     if qx.shape[0] != sx.shape[0] or qx.shape[2:] != sx.shape[2:]:
         raise ValueError(
@@ -118,7 +119,8 @@ def adapt_tasks(
     steps = check_int("steps", steps, 0)
     lr = check_number("lr", lr)
     params = check_param_dict(model, params)
-    sx, sy = check_pair("support", support, loss, next(iter(params.values())).dtype)
+    dtype = next(iter(params.values())).dtype
+    sx, sy = check_pair("support", support, loss, dtype, partial(output_shape, model, params))
     names = _trainable(model, trainable)
     task_fn = partial(_adapt, model, loss, names, steps, lr, 0.0, (), False)
     with torch.no_grad():
@@ -151,7 +153,7 @@ def adaptation_losses(
         (steps + 1, B): mean squared error or cross-entropy after 0..steps steps.
     """
     preds = fine_tune(model, params, support, query[0], steps=steps, lr=lr, loss=loss, trainable=trainable)
-    qy = check_pair("query", query, loss, preds.dtype)[1]
+    qy = check_pair("query", query, loss, preds.dtype, lambda name, x: tuple(preds.shape[3:]))[1]
     if loss == "ce":
         return vmap(vmap(nn.functional.cross_entropy))(preds, qy.expand(preds.shape[0], *qy.shape))
     return (preds - qy).square().flatten(2).mean(-1)

@@ -26,7 +26,8 @@ lab.  Test-time adaptation (:mod:`metalab.gbml.adaptation`) never adds it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -36,7 +37,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from metalab.core.checks import check_choice, check_int, check_number
-from metalab.core.results import BATCH_MODES, finish
+from metalab.core.results import BATCH_MODES, HypergradientWarning, finish
 
 METHODS = ("maml", "fomaml", "anil", "reptile")
 ALIASES = {"maml_fz": "anil"}
@@ -51,7 +52,7 @@ class MetaGradient:
     """One meta-gradient evaluation on a meta-batch.
 
     ``grads``: ``{name: tensor}`` averaged over the tasks (zeros, and ``status="non_finite"``, when it
-    came out NaN/inf). ``query_loss``: the mean query loss at the adapted parameters;
+    came out NaN/inf; ``status="diverged"`` when MLSR's sparse recovery blew up and was stopped). ``query_loss``: the mean query loss at the adapted parameters;
     ``task_query_losses``: the same per task (B,). ``recovered_head``: methods that solve for a head
     (MLSR) put the per-task heads here.
     """
@@ -107,8 +108,55 @@ def check_inputs(name: str, x: Any, dtype: torch.dtype) -> torch.Tensor:
     return x.detach().to(dtype)
 
 
-def check_pair(name: str, pair: Any, loss: str, dtype: torch.dtype) -> Pair:
-    """``(x (B, n, ...), y)`` with y (B, n, out) float for "mse" ((B, n) is promoted) or (B, n) integer for "ce"."""
+def output_shape(model: nn.Module, params: Params, name: str, x: torch.Tensor) -> tuple[int, ...]:
+    """The shape of the model's output for one sample of the inputs ``x`` (tasks, samples, *input_shape).
+
+    Raises ValueError naming ``name`` when the model cannot take inputs of that shape.
+    """
+    try:
+        with torch.no_grad():
+            return tuple(functional_call(model, params, (x[0, :1],)).shape[1:])
+    except RuntimeError as error:
+        raise ValueError(
+            f"{name} of shape {tuple(x.shape)} is not allowed: the model cannot take it ({error})"
+        ) from None
+
+
+def check_targets(name: str, y: torch.Tensor, outputs: tuple[int, ...], loss: str) -> None:
+    """Targets that fit a model whose output per sample has shape ``outputs``: for ``"mse"`` y (tasks,
+    samples, *outputs) ((tasks, samples) for one output); for ``"ce"`` labels in 0..C-1 for C outputs.
+
+    Raises ValueError naming ``name`` and both shapes (or the label range) otherwise.
+    """
+    if loss == "ce":
+        if len(outputs) != 1:
+            raise ValueError(
+                f"loss='ce' is not allowed for this model: its output per sample has shape {outputs}, not (classes,)"
+            )
+        low, high = int(y.min()), int(y.max())
+        if low < 0 or high >= outputs[0]:
+            raise ValueError(
+                f"{name} labels {low}..{high} are not allowed: integers in 0..{outputs[0] - 1} "
+                f"(the model has {outputs[0]} outputs)"
+            )
+        return
+    if tuple(y.shape[2:]) != outputs and not (y.ndim == 2 and outputs == (1,)):
+        raise ValueError(
+            f"{name} of shape {tuple(y.shape)} is not allowed: it must match the model's output, "
+            f"{(*y.shape[:2], *outputs)} for these inputs"
+        )
+
+
+def check_pair(
+    name: str,
+    pair: Any,
+    loss: str,
+    dtype: torch.dtype,
+    outputs: Callable[[str, torch.Tensor], tuple[int, ...]] | None = None,
+) -> Pair:
+    """``(x (B, n, ...), y)`` with y (B, n, out) float for "mse" ((B, n) is promoted) or (B, n) integer for
+    "ce"; ``outputs(name, x)``, when given, is the model's output shape per sample, which y must fit
+    (:func:`check_targets`)."""
     if not isinstance(pair, (tuple, list)) or len(pair) != 2:
         raise ValueError(f"{name} is not allowed: a pair (x, y) of tensors")
     x, y = pair
@@ -123,21 +171,29 @@ def check_pair(name: str, pair: Any, loss: str, dtype: torch.dtype) -> Pair:
             raise ValueError(
                 f"{name} y is not allowed for loss='ce': an integer tensor of class labels (tasks, samples)"
             )
-        y = y.detach().long()
-    else:
-        if not y.is_floating_point():
-            raise ValueError(
-                f"{name} y of dtype {y.dtype} is not allowed for loss='mse': a floating tensor (tasks, samples, out)"
-            )
-        y = (y.unsqueeze(-1) if y.ndim == 2 else y).detach().to(dtype)
-    if y.is_floating_point() and not bool(torch.isfinite(y).all()):
+    elif not y.is_floating_point():
+        raise ValueError(
+            f"{name} y of dtype {y.dtype} is not allowed for loss='mse': a real floating tensor (tasks, samples, out)"
+        )
+    elif not bool(torch.isfinite(y).all()):
         raise ValueError(f"{name} y contains non-finite values (NaN or inf)")
-    return x, y
+    if outputs is not None:
+        check_targets(f"{name} y", y, outputs(f"{name} x", x), loss)
+    if loss == "ce":
+        return x, y.detach().long()
+    return x, (y.unsqueeze(-1) if y.ndim == 2 else y).detach().to(dtype)
 
 
-def check_batches(support: Any, query: Any, loss: str, dtype: torch.dtype) -> tuple[Pair, Pair]:
-    support = check_pair("support", support, loss, dtype)
-    query = check_pair("query", query, loss, dtype)
+def check_batches(
+    support: Any,
+    query: Any,
+    loss: str,
+    dtype: torch.dtype,
+    outputs: Callable[[str, torch.Tensor], tuple[int, ...]] | None = None,
+) -> tuple[Pair, Pair]:
+    """Both pairs checked by :func:`check_pair`, with the same tasks and input shape."""
+    support = check_pair("support", support, loss, dtype, outputs)
+    query = check_pair("query", query, loss, dtype, outputs)
     if support[0].shape[0] != query[0].shape[0] or support[0].shape[2:] != query[0].shape[2:]:
         raise ValueError(
             f"support x {tuple(support[0].shape)} and query x {tuple(query[0].shape)} disagree: "
@@ -182,7 +238,13 @@ def _method(method: str) -> str:
 
 
 def task_loss(pred: torch.Tensor, y: torch.Tensor, loss: str) -> torch.Tensor:
-    """Mean squared error (``"mse"``) or mean cross-entropy on integer labels (``"ce"``) over the samples."""
+    """Mean squared error (``"mse"``) or mean cross-entropy on integer labels (``"ce"``) over the samples.
+
+    Raises ValueError when y does not fit the predictions (never broadcasts one against the other).
+    """
+    expected = tuple(pred.shape[:-1]) if loss == "ce" else tuple(pred.shape)
+    if tuple(y.shape) != expected:
+        raise ValueError(f"y of shape {tuple(y.shape)} is not allowed: the predictions need {expected}")
     if loss == "ce":
         return nn.functional.cross_entropy(pred, y)
     return (pred - y).square().mean()
@@ -277,16 +339,28 @@ def gradient_of_mean(fn, params: Mapping[str, torch.Tensor]) -> tuple[dict[str, 
 
 
 def make_result(
-    method: str, grads: dict[str, torch.Tensor], task_losses: torch.Tensor, recovered_head=None
+    method: str, grads: dict[str, torch.Tensor], task_losses: torch.Tensor, recovered_head=None, status: str = "ok"
 ) -> MetaGradient:
-    """Wrap a meta-gradient; a non-finite one is replaced by zeros and reported (status and a warning)."""
-    checked = finish(method, grads, None, task_losses.detach().mean(), 0.0)
+    """Wrap a meta-gradient; a non-finite one, or one whose query loss is not finite, is replaced by zeros
+    and reported (``status="non_finite"`` and a HypergradientWarning).  ``status`` is the inner loop's own
+    (e.g. ``"diverged"`` for a sparse recovery that blew up)."""
+    loss = task_losses.detach().mean()
+    if not bool(torch.isfinite(loss)):
+        warnings.warn(
+            HypergradientWarning(
+                f"method {method!r} gave a non-finite query loss (the inner loop probably diverged: lower "
+                "inner_lr or rescale the targets); its meta-gradient was replaced by zeros"
+            ),
+            stacklevel=3,
+        )
+        grads, status = {k: torch.zeros_like(g) for k, g in grads.items()}, "non_finite"
+    checked = finish(method, grads, None, loss, 0.0)
     return MetaGradient(
         method=method,
         grads=checked.hypergrad,
         query_loss=checked.query_loss,
         task_query_losses=task_losses.detach(),
-        status=checked.status,
+        status=checked.status if checked.status != "ok" else status,
         recovered_head=None if recovered_head is None else recovered_head.detach(),
     )
 
@@ -344,7 +418,7 @@ def meta_gradient(
     l1 = check_number("l1", l1, strict=False)
     params = check_param_dict(model, params)
     dtype = next(iter(params.values())).dtype
-    (sx, sy), (qx, qy) = check_batches(support, query, loss, dtype)
+    (sx, sy), (qx, qy) = check_batches(support, query, loss, dtype, partial(output_shape, model, params))
 
     heads = head_names(model, head)
     names = heads if name == "anil" else tuple(params)

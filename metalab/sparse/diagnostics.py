@@ -102,9 +102,9 @@ def rip_estimate(
     live = norms > zero_tol
     cols = Phi[:, live] / norms[live]
     p_live = cols.shape[1]
-    k = check_int("k", k, 1, max(p_live, 1), hint=f" (the number of non-zero columns, {p_live})")
     if p_live == 0:
-        raise ValueError("Phi has no column with norm above zero_tol")
+        raise ValueError(f"Phi has no column with norm above zero_tol={zero_tol:g} (an all-zero Phi has no isometry)")
+    k = check_int("k", k, 1, p_live, hint=f" (the number of non-zero columns, {p_live})")
     gram = cols.T @ cols
     coherence = float((gram - torch.eye(p_live, dtype=gram.dtype)).abs().max()) if p_live > 1 else 0.0
     g = generator(seed, "rip")
@@ -136,7 +136,7 @@ def task_rip_estimates(Phi: torch.Tensor, k: int, *, trials: int = 100, seed: in
     list[RIPEstimate]
         One estimate per task, in order.
     """
-    if not isinstance(Phi, torch.Tensor) or Phi.ndim != 3:
+    if not isinstance(Phi, torch.Tensor) or not Phi.is_floating_point() or Phi.ndim != 3:
         shape = tuple(Phi.shape) if isinstance(Phi, torch.Tensor) else type(Phi).__name__
         raise ValueError(f"Phi of shape/type {shape} is not allowed: a floating tensor (tasks, n samples, p features)")
     k = check_int("k", k, 1)

@@ -15,12 +15,18 @@ its steps use a subgradient with the diminishing size η/√(k+1).
 Everything is plain tensor algebra with a leading task axis, so the same call serves one task, a
 meta-batch of tasks (Φ (B, n, p)), and autograd through the unrolled iterations (soft-thresholding is
 piecewise linear).
+
+A step size above the stability bound (η > 2/L for ISTA, η > 1/L can already be too much for FISTA's
+momentum) makes the iterates grow geometrically.  The iteration watches for it: an iterate that is not
+finite, or whose data term exceeds ``BLOW_UP`` times the larger of the objective at the start and the
+data term at zero, stops the run with a :class:`~metalab.subspace.DivergenceWarning`; the result then
+holds the last iterate within bounds with ``status="diverged"``, never NaN.
 """
 
 from __future__ import annotations
 
 import math
-from collections import deque
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -28,29 +34,44 @@ from typing import Any
 import torch
 
 from metalab.core.checks import check_choice, check_int, check_number
+from metalab.subspace.result import BLOW_UP, DivergenceWarning
 
 RECOVERY_LOSSES = ("mse", "mae")
 ALGORITHMS = ("ista", "fista")
+#: the floating dtypes the recovery computes in (``eigvalsh`` has no half-precision kernel)
+DTYPES = (torch.float32, torch.float64)
 
 
 @dataclass
 class RecoveryResult:
     """``coef``: the recovered w, shaped like ``w0`` (per task when Φ is batched); ``step_size``: η per
-    task; ``objective``: the final objective per task; ``steps``: iterations run."""
+    task; ``objective``: the final objective per task; ``steps``: iterations run; ``status``: ``"ok"``, or
+    ``"diverged"`` when the iteration blew up and was stopped (``coef`` is then the last iterate within bounds,
+    ``steps`` the iterations before it, and a DivergenceWarning was issued)."""
 
     coef: torch.Tensor
     step_size: torch.Tensor
     objective: torch.Tensor
     steps: int
+    status: str = "ok"
 
 
 def soft_threshold(z: torch.Tensor, tau: float | torch.Tensor) -> torch.Tensor:
-    """``sign(z) · max(|z| − τ, 0)``, the proximal map of ``τ ||·||₁``; τ >= 0 (a number or a broadcastable tensor)."""
-    return _soft(z, check_penalty("tau", tau))
+    """``sign(z) · max(|z| − τ, 0)``, the proximal map of ``τ ||·||₁``, for a real floating tensor z and
+    τ >= 0 (a number or a broadcastable tensor)."""
+    return _soft(check_real("z", z), check_penalty("tau", tau))
 
 
 def _soft(z: torch.Tensor, tau: float | torch.Tensor) -> torch.Tensor:
     return torch.sign(z) * torch.clamp(z.abs() - tau, min=0)
+
+
+def check_real(name: str, value: Any) -> torch.Tensor:
+    """A real floating tensor (complex, integer and boolean tensors are refused, never cast)."""
+    if not isinstance(value, torch.Tensor) or value.is_complex() or not value.is_floating_point():
+        kind = value.dtype if isinstance(value, torch.Tensor) else type(value).__name__
+        raise ValueError(f"{name} of type {kind} is not allowed: a real floating tensor (complex input is refused)")
+    return value
 
 
 def check_penalty(name: str, value: Any) -> float | torch.Tensor:
@@ -68,7 +89,9 @@ def check_penalty(name: str, value: Any) -> float | torch.Tensor:
 
 
 def lipschitz_constant(Phi: torch.Tensor) -> torch.Tensor:
-    """L = λ_max(ΦᵀΦ)/n for Φ (..., n, p), per leading index."""
+    """L = λ_max(ΦᵀΦ)/n for a real Φ (..., n, p), per leading index (0 for an all-zero Φ)."""
+    if check_real("Phi", Phi).ndim < 2 or min(Phi.shape[-2:]) < 1:
+        raise ValueError(f"Phi of shape {tuple(Phi.shape)} is not allowed: a tensor (..., n >= 1, p >= 1)")
     n, p = Phi.shape[-2:]
     gram = Phi.transpose(-1, -2) @ Phi if p <= n else Phi @ Phi.transpose(-1, -2)
     return torch.linalg.eigvalsh(gram)[..., -1] / n
@@ -76,9 +99,12 @@ def lipschitz_constant(Phi: torch.Tensor) -> torch.Tensor:
 
 def _as_batch(Phi: Any, y: Any, w0: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, tuple[int, ...]]:
     """Φ → (B, n, p), y → (B, n, m), w0 → (B, p, m); also the shape of the coefficients to return."""
-    if not isinstance(Phi, torch.Tensor) or not Phi.is_floating_point() or Phi.ndim not in (2, 3) or min(Phi.shape) < 1:
-        shape = tuple(Phi.shape) if isinstance(Phi, torch.Tensor) else type(Phi).__name__
-        raise ValueError(f"Phi of shape/type {shape} is not allowed: a floating tensor (n, p) or (tasks, n, p)")
+    if not isinstance(Phi, torch.Tensor) or Phi.dtype not in DTYPES or Phi.ndim not in (2, 3) or min(Phi.shape) < 1:
+        shape = f"{tuple(Phi.shape)} {Phi.dtype}" if isinstance(Phi, torch.Tensor) else type(Phi).__name__
+        raise ValueError(
+            f"Phi of shape/type {shape} is not allowed: a float32 or float64 tensor (n, p) or (tasks, n, p) "
+            "(complex input is refused)"
+        )
     batched = Phi.ndim == 3
     Phi_b = Phi if batched else Phi.unsqueeze(0)
     B, n, p = Phi_b.shape
@@ -99,26 +125,28 @@ def _as_batch(Phi: Any, y: Any, w0: Any) -> tuple[torch.Tensor, torch.Tensor, to
             got = tuple(w0.shape) if isinstance(w0, torch.Tensor) else type(w0).__name__
             raise ValueError(f"w0 of shape/type {got} is not allowed: None or a tensor of shape {out_shape}")
         w0_b = w0.reshape(B, p, y_b.shape[-1])
+    for name, t in (("y", y), ("w0", w0)):
+        if t is not None and t.dtype != Phi.dtype:
+            raise ValueError(f"{name} of dtype {t.dtype} is not allowed: the dtype of Phi ({Phi.dtype})")
     for name, t in (("Phi", Phi), ("y", y), ("w0", w0)):
         if t is not None and not bool(torch.isfinite(t).all()):
             raise ValueError(f"{name} contains non-finite values (NaN or inf)")
     return Phi_b, y_b, w0_b, out_shape
 
 
-def _data_grad(Phi: torch.Tensor, y: torch.Tensor, w: torch.Tensor, loss: str) -> torch.Tensor:
-    residual = Phi @ w - y
-    if loss == "mae":
-        residual = torch.sign(residual)
-    return Phi.transpose(-1, -2) @ residual / Phi.shape[-2]
-
-
 def objective(
     Phi: torch.Tensor, y: torch.Tensor, w: torch.Tensor, lam: float | torch.Tensor, loss: str = "mse"
 ) -> torch.Tensor:
-    """The recovery objective per task (batched shapes: Φ (B, n, p), y (B, n, m), w (B, p, m))."""
-    residual = Phi @ w - y
+    """The recovery objective per task (batched shapes: Φ (B, n, p), y (B, n, m), w (B, p, m)), real tensors."""
+    for name, value in (("Phi", Phi), ("y", y), ("w", w)):
+        check_real(name, value)
+    return _data_term(Phi @ w - y, loss, Phi.shape[-2]) + (lam * w.abs()).sum((-1, -2))
+
+
+def _data_term(residual: torch.Tensor, loss: str, n: int) -> torch.Tensor:
+    """f per task from the residual Φw − y: ``(1/2n) ||r||²`` or ``(1/n) ||r||₁``."""
     data = residual.abs().sum((-1, -2)) if loss == "mae" else 0.5 * residual.square().sum((-1, -2))
-    return data / Phi.shape[-2] + (lam * w.abs()).sum((-1, -2))
+    return data / n
 
 
 @dataclass(frozen=True)
@@ -165,22 +193,60 @@ def _problem(Phi, y, lam, algorithm, steps, step_size, w0, loss) -> _Problem:
 
 def _proximal_steps(problem: _Problem) -> Iterator[torch.Tensor]:
     """The iterates w_1..w_K (batched) of ``w ← soft(z − η_k ∇f(z), η_k λ)``, z = w (ISTA) or the
-    Nesterov point (FISTA); η_k = η, or η/√k for the absolute loss."""
+    Nesterov point (FISTA); η_k = η, or η/√k for the absolute loss.
+
+    One product with Φ per iteration: Φw of each iterate is kept, and FISTA's Φz is the same
+    combination of Φw_k and Φw_{k-1} as z of w_k and w_{k-1}.  The first iterate that is not finite or
+    whose data term blew up (see the module docstring) is not yielded: the stream ends there with a
+    DivergenceWarning, so it ends early only on divergence.
+    """
+    Phi, y, loss, n = problem.Phi, problem.y, problem.loss, problem.Phi.shape[-2]
     eta = problem.eta[:, None, None]
     w = point = problem.w0
+    fitted = fitted_point = Phi @ w
+    with torch.no_grad():
+        start = objective(Phi, y, w, problem.lam, loss).maximum(_data_term(y, loss, n))
+        limit = BLOW_UP * start.clamp_min(torch.finfo(Phi.dtype).tiny)
     t = 1.0
     for k in range(problem.steps):
-        size = eta / math.sqrt(k + 1) if problem.loss == "mae" else eta
-        z = point - size * _data_grad(problem.Phi, problem.y, point, problem.loss)
-        w_next = _soft(z, size * problem.lam)
+        size = eta / math.sqrt(k + 1) if loss == "mae" else eta
+        residual = fitted_point - y
+        gradient = Phi.transpose(-1, -2) @ (torch.sign(residual) if loss == "mae" else residual) / n
+        w_next = _soft(point - size * gradient, size * problem.lam)
+        fitted_next = Phi @ w_next
+        unstable = _unstable(w_next, _data_term(fitted_next - y, loss, n), limit)
+        if bool(unstable.any()):
+            _warn_divergence(problem, k + 1, int(unstable.sum()))
+            return
         if problem.algorithm == "fista":
             t_next = 0.5 * (1.0 + math.sqrt(1.0 + 4.0 * t * t))
-            point = w_next + ((t - 1.0) / t_next) * (w_next - w)
+            momentum = (t - 1.0) / t_next
+            point = w_next + momentum * (w_next - w)
+            fitted_point = fitted_next + momentum * (fitted_next - fitted)
             t = t_next
         else:
-            point = w_next
-        w = w_next
+            point, fitted_point = w_next, fitted_next
+        w, fitted = w_next, fitted_next
         yield w
+
+
+def _unstable(w: torch.Tensor, data: torch.Tensor, limit: torch.Tensor) -> torch.Tensor:
+    """Per task: the iterate is not finite, or its data term is NaN or above ``limit``."""
+    with torch.no_grad():
+        return ~torch.isfinite(w).flatten(1).all(-1) | ~(data <= limit)
+
+
+def _warn_divergence(problem: _Problem, iteration: int, tasks: int) -> None:
+    with torch.no_grad():
+        ratio = float((problem.eta * lipschitz_constant(problem.Phi)).max())
+    warnings.warn(
+        f"{problem.algorithm.upper()} diverged at iteration {iteration} in {tasks} of {problem.Phi.shape[0]} "
+        f"task(s): its step size is {ratio:.3g} / L (ISTA is stable below 2 / L), so the iterates grew "
+        f"without bound; returning iteration {iteration - 1}, the last one within bounds, with status='diverged'. "
+        "step_size=None uses 1 / L.",
+        DivergenceWarning,
+        stacklevel=4,
+    )
 
 
 def iterate_recovery(
@@ -205,7 +271,8 @@ def iterate_recovery(
     -------
     Iterator[RecoveryIterate]
         ``steps`` iterates; the last one's ``coef`` is :func:`sparse_recovery`'s.  The iterates are
-        differentiable in Φ, y and w0 (as :func:`sparse_recovery`'s result).
+        differentiable in Φ, y and w0 (as :func:`sparse_recovery`'s result).  A diverging iteration
+        ends the stream early, with a DivergenceWarning, after the last iterate within bounds.
     """
     problem = _problem(Phi, y, lam, algorithm, steps, step_size, w0, loss)
     return (
@@ -247,15 +314,31 @@ def sparse_recovery(
     Returns
     -------
     RecoveryResult
-        The last iterate (see :func:`iterate_recovery` for every iterate), η and the objective per task.
+        The last iterate (see :func:`iterate_recovery` for every iterate), η and the objective per task;
+        after a divergence (a DivergenceWarning) the last iterate within bounds, with ``status="diverged"``.
+
+    Examples
+    --------
+    A step size far above 2/L diverges: the result says so instead of holding NaN.
+
+    >>> import warnings
+    >>> Phi = 2 * torch.eye(4, dtype=torch.float64)  # L = λ_max(ΦᵀΦ)/n = 1
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     result = sparse_recovery(Phi, torch.ones(4, dtype=torch.float64), 1e-3, step_size=10.0)
+    >>> result.status, result.steps, bool(torch.isfinite(result.coef).all()), caught[0].category.__name__
+    ('diverged', 5, True, 'DivergenceWarning')
     """
     problem = _problem(Phi, y, lam, algorithm, steps, step_size, w0, loss)
-    w = deque(_proximal_steps(problem), maxlen=1)[0]  # the last iterate
+    w, done = problem.w0, 0
+    for done, w in enumerate(_proximal_steps(problem), 1):  # noqa: B007 - the last iterate and its count
+        pass
     return RecoveryResult(
         coef=w.reshape(problem.out_shape),
         step_size=problem.eta,
         objective=objective(problem.Phi, problem.y, w, problem.lam, loss),
-        steps=problem.steps,
+        steps=done,
+        status="ok" if done == problem.steps else "diverged",
     )
 
 

@@ -38,8 +38,10 @@ from metalab.gbml.core import (
     check_model,
     check_pair,
     check_param_dict,
+    check_targets,
     gradient_of_mean,
     make_result,
+    output_shape,
 )
 from metalab.sparse.ista import (
     ALGORITHMS,
@@ -98,17 +100,11 @@ def recovery_targets(y: torch.Tensor, outputs: int, query_loss: str, dtype: torc
     """What the recovery regresses on: one-hot rows (B, n, outputs) of integer labels (B, n) for
     ``query_loss="ce"``, else the targets ``y`` (B, n, m) themselves.
 
-    Raises ValueError for labels outside 0..outputs-1 or targets whose width m is not ``outputs``.
+    Raises ValueError (:func:`metalab.gbml.core.check_targets`) for labels outside 0..outputs-1 or
+    targets whose width m is not ``outputs``.
     """
-    if query_loss == "ce":
-        if int(y.max()) >= outputs or int(y.min()) < 0:
-            raise ValueError(
-                f"support labels are not allowed: integers in 0..{outputs - 1} (the output layer has {outputs} units)"
-            )
-        return nn.functional.one_hot(y, outputs).to(dtype)
-    if y.shape[-1] != outputs:
-        raise ValueError(f"support y has {y.shape[-1]} outputs per sample but the output layer has {outputs}")
-    return y
+    check_targets("support y", y, (outputs,), query_loss)
+    return nn.functional.one_hot(y, outputs).to(dtype) if query_loss == "ce" else y
 
 
 def mlsr_gradient(
@@ -167,11 +163,12 @@ def mlsr_gradient(
         raise ValueError(f"second_order={second_order!r} is not allowed: True or False")
     params = check_param_dict(model, params)
     dtype = params[prefix + ".weight"].dtype
-    (sx, sy), (qx, qy) = check_batches(support, query, "ce" if query_loss == "ce" else "mse", dtype)
+    outputs = partial(output_shape, model, params)
+    (sx, sy), (qx, qy) = check_batches(support, query, "ce" if query_loss == "ce" else "mse", dtype, outputs)
     sy = recovery_targets(sy, params[prefix + ".weight"].shape[0], query_loss, dtype)
 
     options = dict(algorithm=algorithm, steps=steps, step_size=step_size, loss=loss)
-    grads, losses, w_hat = gradient_of_mean(
+    grads, losses, (w_hat, status) = gradient_of_mean(
         partial(
             _mlsr_losses,
             body,
@@ -188,11 +185,12 @@ def mlsr_gradient(
         ),
         params,
     )
-    return make_result("mlsr", grads, losses, recovered_head=w_hat)
+    return make_result("mlsr", grads, losses, recovered_head=w_hat, status=status)
 
 
 def _mlsr_losses(body, prefix, leaves, *, sx, sy, qx, qy, lam, query_loss, second_order, head_init, options):
-    """Per-task query losses (B,) and the recovered heads (B, p + 1, m), differentiable in ``leaves``."""
+    """Per-task query losses (B,), differentiable in ``leaves``, with (the recovered heads (B, p + 1, m),
+    the recovery's status)."""
     Phi_s, Phi_q = body_features(body, leaves, sx), body_features(body, leaves, qx)
     w0 = head_matrix(leaves, prefix)
     if head_init == "zero":
@@ -200,15 +198,18 @@ def _mlsr_losses(body, prefix, leaves, *, sx, sy, qx, qy, lam, query_loss, secon
     penalty = bias_free_penalty(w0)  # the bias row is not penalised
     start = w0.expand(Phi_s.shape[0], *w0.shape)
     if second_order:
-        w_hat = sparse_recovery(Phi_s, sy, lam * penalty, w0=start, **options).coef
+        recovery = sparse_recovery(Phi_s, sy, lam * penalty, w0=start, **options)
+        w_hat = recovery.coef
     else:
         with torch.no_grad():
-            w_hat = sparse_recovery(Phi_s.detach(), sy, lam * penalty, w0=start.detach(), **options).coef
-        w_hat = start + (w_hat - start).detach()  # identity path to a learned initialisation, as in FOMAML
+            recovery = sparse_recovery(Phi_s.detach(), sy, lam * penalty, w0=start.detach(), **options)
+        w_hat = start + (recovery.coef - start).detach()  # identity path to a learned initialisation, as in FOMAML
     outputs = Phi_q @ w_hat
     if query_loss == "ce":
-        return nn.functional.cross_entropy(outputs.transpose(1, 2), qy, reduction="none").mean(-1), w_hat
-    return (outputs - qy).square().flatten(1).mean(-1), w_hat
+        losses = nn.functional.cross_entropy(outputs.transpose(1, 2), qy, reduction="none").mean(-1)
+    else:
+        losses = (outputs - qy).square().flatten(1).mean(-1)
+    return losses, (w_hat, recovery.status)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -223,7 +224,9 @@ def _support_heads(model, params, support, query_loss, head_init):
     check_choice("head_init", head_init, HEAD_INITS)
     params = check_param_dict(model, params)
     dtype = params[prefix + ".weight"].dtype
-    sx, sy = check_pair("support", support, "ce" if query_loss == "ce" else "mse", dtype)
+    sx, sy = check_pair(
+        "support", support, "ce" if query_loss == "ce" else "mse", dtype, partial(output_shape, model, params)
+    )
     y = recovery_targets(sy, params[prefix + ".weight"].shape[0], query_loss, dtype)
     w0 = head_matrix(params, prefix)
     w0 = torch.zeros_like(w0) if head_init == "zero" else w0
@@ -311,7 +314,9 @@ def recovery_predictions(
     -------
     Tensor
         Predictions (steps + 1, B, n_query, m): index 0 from the starting head, index s after s iterations
-        (logits for ``query_loss="ce"``), as :func:`metalab.gbml.fine_tune` returns them.
+        (logits for ``query_loss="ce"``), as :func:`metalab.gbml.fine_tune` returns them.  A recovery
+        that diverges (a DivergenceWarning, e.g. for a ``step_size`` far above 1/L) keeps its last
+        iterate within bounds for the remaining steps.
     """
     steps = check_int("steps", steps, 0)
     body, params, sx, y, w0 = _support_heads(model, params, support, query_loss, head_init)
@@ -335,4 +340,5 @@ def recovery_predictions(
                 loss=loss,
             )
             heads += [iterate.coef for iterate in iterates]
+            heads += heads[-1:] * (steps + 1 - len(heads))  # after a divergence: the last iterate within bounds
         return torch.stack([Phi_q @ w for w in heads])
