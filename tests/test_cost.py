@@ -3,12 +3,10 @@ factor of 2 of the peak measured in a fresh process."""
 
 from __future__ import annotations
 
-import resource
-
 import pytest
 
 from metalab.core.cost import GB, MB, Budget, Cost, sequence
-from metalab.core.memory import peak_rss_in_subprocess
+from metalab.core.memory import peak_rss_bytes, peak_rss_in_subprocess
 
 
 def test_costs_in_sequence_keep_the_larger_peak_and_add_the_times():
@@ -41,9 +39,9 @@ def measured_extra_bytes(experiment: str, overrides: dict) -> float:
 
     chosen = get_experiment(experiment)
     config = chosen.config.preset("quick", **overrides)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    before = peak_rss_bytes()
     collect(chosen.run(config))
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
+    return peak_rss_bytes() - before
 
 
 #: configurations large enough that the data, not the interpreter's noise, sets the peak

@@ -12,6 +12,8 @@ from __future__ import annotations
 import dataclasses
 import os
 
+from metalab.core.memory import proc_kilobytes
+
 MB = 2**20
 GB = 2**30
 
@@ -53,13 +55,9 @@ def sequence(costs: list[Cost]) -> Cost:
 def available_bytes() -> float:
     """The memory the operating system could give this process now (Linux ``MemAvailable``; elsewhere
     the physical memory)."""
-    try:
-        with open("/proc/meminfo") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return float(line.split()[1]) * 1024
-    except OSError:
-        pass
+    available = proc_kilobytes("/proc/meminfo", "MemAvailable")
+    if available is not None:
+        return float(available)
     return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
 
 

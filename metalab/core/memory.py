@@ -97,19 +97,28 @@ class SavedTensorMeter:
         return self.peak_bytes / 2**20
 
 
-def _peak_rss_bytes() -> int:
+def proc_kilobytes(path: str, key: str) -> int | None:
+    """The ``key:`` line of a Linux /proc file such as /proc/meminfo or /proc/self/status, in bytes (its
+    values are in kB); None where the file or the line does not exist."""
+    try:
+        with open(path) as lines:
+            for line in lines:
+                if line.startswith(f"{key}:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def peak_rss_bytes() -> int:
     """This process's peak resident set size.
 
     On Linux this reads VmHWM, the high-water mark of the process's own address space: getrusage's
     ru_maxrss would also carry the parent's peak across fork + exec.
     """
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
+    peak = proc_kilobytes("/proc/self/status", "VmHWM")
+    if peak is not None:
+        return peak
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak if sys.platform == "darwin" else peak * 1024
 
@@ -121,7 +130,7 @@ def _measure_in_child(payload: str, answer: str) -> None:
         fn, args, kwargs = pickle.load(source)
     try:
         result = fn(*args, **kwargs)
-        outcome = ("ok", _peak_rss_bytes(), result)
+        outcome = ("ok", peak_rss_bytes(), result)
     except BaseException as exc:  # report any failure to the parent as text
         outcome = ("error", 0, f"{type(exc).__name__}: {exc}")
     with open(answer, "wb") as sink:
