@@ -1,7 +1,7 @@
 """The Streamlit dashboard, shipped inside the package: ``metalab app`` runs :mod:`metalab.dashboard.app`.
 
 ``PAGES`` lists the paper pages: experiment name -> :class:`PageEntry` (the URL path, which stays
-stable so links keep working, and the icon).  A page's code is ``papers/<experiment name>.py``; its
+stable so links keep working, and its icon in the navigation).  A page's code is ``papers/<experiment name>.py``; its
 title, citation and Home card come from the experiment's paper block.
 """
 
@@ -11,6 +11,8 @@ import dataclasses
 from pathlib import Path
 
 PAGES_DIR = Path(__file__).resolve().parent / "papers"  # not "pages": Streamlit would list that folder itself
+#: the browser tab's icon, shipped with the package (a Material icon there would be fetched from the internet)
+ICON = Path(__file__).resolve().parent / "icon.png"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import streamlit as st
 
-from metalab.dashboard import PAGES
+from metalab.dashboard import ICON, PAGES
 from metalab.dashboard.home import home
 from metalab.experiments import get_experiment
 
 
 def main() -> None:
+    st.set_page_config(page_title="metalab", page_icon=str(ICON), layout="wide")
     pages = [st.Page(home, title="Home", icon=":material/home:", url_path="", default=True)]
     for name, entry in PAGES.items():
         title = get_experiment(name).paper.title

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from metalab.dashboard import PAGES
+from metalab.dashboard import ICON, PAGES
 from metalab.experiments import get_experiment
 
 
@@ -20,7 +20,7 @@ def card(name: str) -> None:
 
 
 def home() -> None:
-    st.set_page_config(page_title="metalab", page_icon=":material/science:", layout="wide")
+    st.set_page_config(page_title="metalab", page_icon=str(ICON), layout="wide")
     st.title("metalab")
     st.markdown(
         "Interactive labs for four meta-learning papers. Each lab runs the paper's experiment on settings "

@@ -194,13 +194,15 @@ def live_run(
     records: Callable[[], Iterable[Record]],
     draw: Callable[[Any, pd.DataFrame, bool], None],
     *,
+    label: Callable[[str], str] = str,
     every: float = REDRAW_SECONDS,
 ) -> RunResult:
     """Show the run ``key``: from the cache, as stopped earlier, or live from ``records()``.
 
     ``draw(target, frame, running)`` draws ``frame`` into ``target`` (an ``st.empty`` placeholder);
     it is called every ``every`` seconds while records stream in and once at the end.  The progress bar
-    follows ``record.progress`` (never backwards) and names the method running and the time left.
+    follows ``record.progress`` (never backwards) and names the method running (``label(method)``) and
+    the time left.
     """
     status = st.container()
     target = st.empty()
@@ -235,7 +237,9 @@ def live_run(
         bar.progress(0.0, text=f"Waiting for a free run slot: {busy} runs in progress on this server…")
 
     with run_slots().slot(waiting):
-        error = _stream(records, rows, state, lambda running: draw(target, pd.DataFrame(rows), running), bar, every)
+        error = _stream(
+            records, rows, state, lambda running: draw(target, pd.DataFrame(rows), running), bar, label, every
+        )
     running.pop(key, None)
     stop_slot.empty()
     frame = pd.DataFrame(rows)
@@ -286,6 +290,7 @@ def _stream(
     state: dict[str, Any],
     redraw: Callable[[bool], None],
     bar: Any,
+    label: Callable[[str], str],
     every: float,
 ) -> str | None:
     """Consume the records into ``rows``/``state``, redrawing every ``every`` seconds; warnings raised
@@ -310,7 +315,7 @@ def _stream(
                     eta = time_left(state["seconds"], state["progress"])
                     bar.progress(
                         state["progress"],
-                        text=f"Running **{record.method}** ({record.part}): {state['progress']:.0%}"
+                        text=f"Running **{label(record.method)}** ({record.part}): {state['progress']:.0%}"
                         + (f" · {eta}" if eta else ""),
                     )
                     last_draw = time.perf_counter()

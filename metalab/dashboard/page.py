@@ -22,7 +22,7 @@ import streamlit as st
 
 from metalab.core import Config
 from metalab.core.cost import Budget
-from metalab.dashboard import PAGES, lab
+from metalab.dashboard import ICON, lab
 from metalab.experiments.base import Experiment
 from metalab.plots import styles
 
@@ -49,12 +49,10 @@ class View:
 
 
 def header(experiment: Experiment, *, method: str) -> None:
-    """Page configuration, title, citation and question from the paper block (the icon from the page
-    registry); ``method`` (Markdown) explains the problem and the method in an expander, followed by the
-    claims the lab tests."""
+    """Page configuration, title, citation and question from the paper block; ``method`` (Markdown)
+    explains the problem and the method in an expander, followed by the claims the lab tests."""
     paper = experiment.paper
-    icon = PAGES[experiment.name].icon
-    st.set_page_config(page_title=f"{paper.title} · metalab", page_icon=icon, layout="wide")
+    st.set_page_config(page_title=f"{paper.title} · metalab", page_icon=str(ICON), layout="wide")
     st.title(paper.title)
     st.caption(f"[{paper.citation}]({paper.url}) · {paper.question}" if paper.url else paper.citation)
     with st.expander("The problem and the method"):
@@ -75,7 +73,7 @@ def run_view(experiment: Experiment, config: Config, view: View) -> lab.RunResul
         st.error(refusal, icon=":material/block:")
         reproduce(experiment, config)
         return lab.RunResult(pd.DataFrame(), complete=False, progress=0.0, seconds=0.0, error=refusal)
-    result = lab.live_run(key, lambda: experiment.run(config), draw)
+    result = lab.live_run(key, lambda: experiment.run(config), draw, label=lambda m: styles.label(experiment.name, m))
     if result.frame.empty:
         if result.error is None:
             st.info("No records yet: press **Run again** to start the run.", icon=":material/info:")
