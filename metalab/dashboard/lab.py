@@ -196,16 +196,19 @@ def live_run(
     *,
     label: Callable[[str], str] = str,
     every: float = REDRAW_SECONDS,
+    status: Any = None,
+    target: Any = None,
 ) -> RunResult:
     """Show the run ``key``: from the cache, as stopped earlier, or live from ``records()``.
 
     ``draw(target, frame, running)`` draws ``frame`` into ``target`` (an ``st.empty`` placeholder);
     it is called every ``every`` seconds while records stream in and once at the end.  The progress bar
     follows ``record.progress`` (never backwards) and names the method running (``label(method)``) and
-    the time left.
+    the time left.  ``status`` (a container) and ``target`` (an ``st.empty``) are where the progress and
+    the chart go, by default new ones here.
     """
-    status = st.container()
-    target = st.empty()
+    status = status if status is not None else st.container()
+    target = target if target is not None else st.empty()
 
     cached = result_store().get(key)
     if cached is not None:

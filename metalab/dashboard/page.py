@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import pandas as pd
@@ -73,21 +74,26 @@ def run_view(experiment: Experiment, config: Config, view: View) -> lab.RunResul
         st.error(refusal, icon=":material/block:")
         reproduce(experiment, config)
         return lab.RunResult(pd.DataFrame(), complete=False, progress=0.0, seconds=0.0, error=refusal)
-    result = lab.live_run(key, lambda: experiment.run(config), draw, label=lambda m: styles.label(experiment.name, m))
-    if result.frame.empty:
-        if result.error is None:
-            st.info("No records yet: press **Run again** to start the run.", icon=":material/info:")
-        return result
-    for method, message in result.warnings:
-        st.warning(f"**{styles.label(experiment.name, method)}**: {message}", icon=":material/warning:")
-    summary = view.summary(result.frame, result.flagged) if view.summary is not None else None
-    if summary is not None:
-        st.subheader("Summary" + ("" if result.complete else " (partial run)"))
-        if summary.headline:
-            st.markdown(summary.headline)
-        st.dataframe(summary.table, hide_index=True, column_config=summary.formats)
-    lab.downloads(result, view.stem, chart=lambda: view.chart(result.frame, False))
-    reproduce(experiment, config)
+    # everything under the chart goes into one slot made before the run starts: the previous
+    # configuration's summary is cleared at once instead of staying faded beside the new run
+    status, target, below = st.container(), st.empty(), st.empty()
+    label = partial(styles.label, experiment.name)
+    result = lab.live_run(key, lambda: experiment.run(config), draw, label=label, status=status, target=target)
+    with below.container():
+        if result.frame.empty:
+            if result.error is None:
+                st.info("No records yet: press **Run again** to start the run.", icon=":material/info:")
+            return result
+        for method, message in result.warnings:
+            st.warning(f"**{label(method)}**: {message}", icon=":material/warning:")
+        summary = view.summary(result.frame, result.flagged) if view.summary is not None else None
+        if summary is not None:
+            st.subheader("Summary" + ("" if result.complete else " (partial run)"))
+            if summary.headline:
+                st.markdown(summary.headline)
+            st.dataframe(summary.table, hide_index=True, column_config=summary.formats)
+        lab.downloads(result, view.stem, chart=lambda: view.chart(result.frame, False))
+        reproduce(experiment, config)
     return result
 
 
