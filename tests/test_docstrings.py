@@ -17,6 +17,7 @@ import metalab.subspace
 MODULES = (
     "metalab.subspace.anil",
     "metalab.subspace.baselines",
+    "metalab.subspace.lowrank",
     "metalab.subspace.meta_sp",
     "metalab.subspace.metrics",
     "metalab.subspace.registry",

@@ -4,12 +4,11 @@ from metalab.subspace.anil import anil_linear, anil_meta_loss
 from metalab.subspace.baselines import (
     altmin,
     altmin_gd,
-    burer_monteiro,
     method_of_moments,
-    nuclear_norm,
     oracle,
     single_task_ols,
 )
+from metalab.subspace.lowrank import burer_monteiro, nuclear_norm
 from metalab.subspace.meta_sp import (
     MetaSPStep,
     iterate_meta_subspace_pursuit,

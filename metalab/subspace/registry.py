@@ -10,12 +10,11 @@ from metalab.subspace.anil import anil_linear
 from metalab.subspace.baselines import (
     altmin,
     altmin_gd,
-    burer_monteiro,
     method_of_moments,
-    nuclear_norm,
     oracle,
     single_task_ols,
 )
+from metalab.subspace.lowrank import burer_monteiro, nuclear_norm
 from metalab.subspace.meta_sp import meta_subspace_pursuit
 from metalab.subspace.result import SubspaceResult
 
