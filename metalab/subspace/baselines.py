@@ -113,6 +113,9 @@ def method_of_moments(X: Any, y: Any, rank: int, *, true_basis: Any = None) -> S
 def _altmin_states(data: TaskTensors, U: torch.Tensor, step: float | None, exact: bool) -> Iterator[State]:
     grams = data.grams() if exact else None
     rank = U.shape[1]
+    # mean feature variance tr(S_t)/d over the samples (1 for standardised inputs): it makes the default
+    # step invariant to a common scale of X, under which V scales by 1/c and ∇_U F does not change
+    variance = float(data.X.square().sum() / (data.counts.sum() * data.dim))
     while True:
         V = data.fit_heads(U)  # v_t = (UᵀS_tU)⁻¹ Uᵀ X_tᵀy_t/m_t for every task
         coef = V @ U.T
@@ -123,9 +126,10 @@ def _altmin_states(data: TaskTensors, U: torch.Tensor, step: float | None, exact
             rhs = torch.einsum("ta,ti->ai", data.moments(), V).reshape(-1)
             U_new = (torch.linalg.pinv(system, hermitian=True) @ rhs).reshape(data.dim, rank)
         else:
-            # ∇_U F = (1/T) Σ_t (1/m_t) X_tᵀ(X_t U v_t - y_t) v_tᵀ;  default η = 1/λ_max(VᵀV/T).
+            # ∇_U F = (1/T) Σ_t (1/m_t) X_tᵀ(X_t U v_t - y_t) v_tᵀ;  default η = 1/(λ_max(VᵀV/T) tr(S)/d).
             grad = data.task_gradients(coef).T @ V / data.n_tasks
-            eta = step if step is not None else 1.0 / float(torch.linalg.eigvalsh(V.T @ V / data.n_tasks)[-1])
+            curvature = float(torch.linalg.eigvalsh(V.T @ V / data.n_tasks)[-1]) * variance
+            eta = step if step is not None else 1.0 / curvature
             U_new = U - eta * grad
         U = torch.linalg.qr(U_new).Q
 
@@ -144,7 +148,8 @@ def altmin_gd(
     true_basis: Any = None,
 ) -> SubspaceResult:
     """AltMinGD: alternate the exact head step v_t = argmin_v ||X_t U v - y_t||² with a gradient step on U,
-    U ← QR(U - η ∇_U F(U, V)), η = step_size or 1/λ_max(VᵀV/T) (recomputed every iteration).
+    U ← QR(U - η ∇_U F(U, V)), η = step_size or 1/(λ_max(VᵀV/T) σ²) with σ² = tr(S_t)/d averaged over the samples
+    (recomputed every iteration; σ² makes it invariant to a common scale of X).
 
     exact=True is AltMin: the U-step solves the (d s)-dimensional normal equations of F in U exactly.
     init: "mom" (the method-of-moments basis) or "random" (QR of a Gaussian drawn from ``seed``).
@@ -157,7 +162,7 @@ def altmin_gd(
     rank : int
         The subspace dimension s, in 1..min(T, d)-1.
     step_size : float or None
-        η > 0 for the U-step; None for 1/λ_max(VᵀV/T).  Unused when ``exact``.
+        η > 0 for the U-step; None for 1/(λ_max(VᵀV/T) σ²).  Unused when ``exact``.
     max_iter : int
         At most this many iterations (>= 1).
     tol : float
@@ -193,7 +198,7 @@ def altmin_gd(
     """
     data = as_task_tensors(X, y)
     rank = check_rank(rank, data)
-    step = check_step_size(step_size, "1/λ_max(VᵀV/T)")
+    step = check_step_size(step_size, "1/(λ_max(VᵀV/T) σ²)")
     max_iter, tol = check_iterations(max_iter, tol)
     init = check_choice("init", init, ALTMIN_INITS)
     if not isinstance(exact, bool):
