@@ -1,7 +1,9 @@
-"""Differential privacy: sensitivity on adversarial neighbours, Gaussian/Laplace calibration, accounting."""
+"""Differential privacy: sensitivity on adversarial neighbours, Gaussian/Laplace calibration, accounting, and
+releases that keep their promise (fresh noise, bounded features for every finite record)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -10,21 +12,29 @@ import torch
 from scipy import integrate, stats
 
 from metalab.compressive import (
+    ClippedIdentity,
+    CompressiveModel,
     Gaussian,
     Laplace,
     ProjectedSecondMoments,
     RandomFourierFeatures,
+    RandomizedLearner,
     RandomQuadraticFeatures,
+    SeededNoiseWarning,
     SketchNetwork,
     analytic_gaussian_sigma,
     calibrate,
     classical_gaussian_sigma,
+    dataset_family,
     gaussian_delta,
     gaussian_epsilon,
     laplace_epsilon,
     laplace_scale,
+    make_task,
     mean_sensitivity,
+    predict,
     privacy_of,
+    private_sketches,
 )
 
 # ---------------------------------------------------------------------------------------------
@@ -228,6 +238,7 @@ def test_invalid_privacy_arguments(call, message):
 # Noisy sketches
 
 
+@pytest.mark.filterwarnings("ignore::metalab.compressive.SeededNoiseWarning")  # seeds on purpose: reproducible draws
 def test_with_noise_adds_calibrated_noise():
     n, m = 400, 64
     net = SketchNetwork(2, m, hidden=(8,), seed=0)
@@ -260,3 +271,74 @@ def test_with_noise_adds_calibrated_noise():
     assert big.with_noise(mech, seed=0).privacy.noise_std == pytest.approx(sigma / 4, rel=1e-9)
     with pytest.raises(ValueError, match=r"mechanism="):
         s.with_noise("gaussian")
+
+
+# ---------------------------------------------------------------------------------------------
+# Releases that keep their promise
+
+
+def gaussian_rows(n: int, d: int, seed: int) -> torch.Tensor:
+    return torch.randn(n, d, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+def test_releases_draw_fresh_noise_unless_seeded_and_a_seed_says_it_is_not_private():
+    net = SketchNetwork(2, 16, hidden=(8,), seed=0)
+    sketch = net.sketch(torch.zeros(50, 2))
+    z = torch.zeros(3, 16, dtype=torch.float64)
+    # two releases of the same sketch never share their noise (subtracting them would give the sketch)
+    assert not torch.equal(
+        private_sketches(z, net.bound, 50, Laplace(1.0)), private_sketches(z, net.bound, 50, Laplace(1.0))
+    )
+    fresh = sketch.with_noise(Laplace(1.0))
+    assert not fresh.privacy.seeded and not torch.equal(fresh.mean, sketch.with_noise(Laplace(1.0)).mean)
+    # the learned and the random answers decoded from released sketches differ from call to call too
+    model = CompressiveModel(make_task("kmeans", 2, k=2), 8, sketch_hidden=(8,), width=16, blocks=0, device="cpu")
+    data = dataset_family("mixtures", n=40, d=2, k=2).sample(2, seed=0)
+    first, second = (predict(model, data, noise=Laplace(1.0))["centroids"] for _ in range(2))
+    assert not torch.equal(first, second)
+    learner = RandomizedLearner(make_task("pca", 2, k=1), 6)
+    first, second = (learner.predict(data.X, noise=Laplace(1.0))["components"] for _ in range(2))
+    assert not torch.equal(first, second)
+    # a seed reproduces the noise, and says the result is no private release
+    with pytest.warns(SeededNoiseWarning, match="not private"):
+        seeded = sketch.with_noise(Laplace(1.0), seed=3)
+    with pytest.warns(SeededNoiseWarning):
+        assert torch.equal(seeded.mean, sketch.with_noise(Laplace(1.0), seed=3).mean)
+    assert seeded.privacy.seeded and seeded.merge(fresh).privacy.seeded and not fresh.merge(fresh).privacy.seeded
+    with pytest.warns(SeededNoiseWarning):
+        assert torch.equal(
+            private_sketches(z, net.bound, 50, Laplace(1.0), seed=4),
+            private_sketches(z, net.bound, 50, Laplace(1.0), seed=4),
+        )
+
+
+@pytest.mark.parametrize(
+    "fmap",
+    [
+        SketchNetwork(2, 8, hidden=(16, 16), seed=0),
+        SketchNetwork(2, 8, output="clip", seed=1),
+        RandomFourierFeatures(2, 4),
+    ],
+    ids=["sketch-network-tanh", "sketch-network-clip", "random-fourier"],
+)
+@pytest.mark.parametrize("size", [1e39, 1e200, 1.7e308])
+def test_one_extreme_finite_record_leaves_the_features_in_their_bound(fmap, size):
+    # NaN features, then a NaN release, would tell everyone that such a record is in the data
+    base = gaussian_rows(100, 2, 0)
+    extreme = base.clone()
+    extreme[0] = torch.tensor([size, -size], dtype=torch.float64)
+    features = fmap.features(extreme)
+    assert bool(torch.isfinite(features).all())
+    _, l1, l2 = observed_changes(fmap, base, extreme[0], base[0])
+    assert l1 <= fmap.bound.diameter_l1 / 100 * (1 + 1e-9) and l2 <= fmap.bound.diameter_l2 / 100 * (1 + 1e-9)
+    release = fmap.sketch(extreme).with_noise(Laplace(1.0))
+    assert bool(torch.isfinite(release.mean).all())
+
+
+def test_a_sketch_that_is_not_finite_is_never_released():
+    sketch = ClippedIdentity(2).sketch(torch.zeros(10, 2))
+    broken = dataclasses.replace(sketch, total=torch.tensor([0.0, float("nan")], dtype=torch.float64))
+    with pytest.raises(ValueError, match="not finite"):
+        broken.with_noise(Laplace(1.0))
+    with pytest.raises(ValueError, match="non-finite"):
+        private_sketches(torch.tensor([[float("inf"), 0.0]]), sketch.bound, 10, Laplace(1.0))

@@ -113,7 +113,7 @@ def test_private_sketches_follow_the_calibration_and_scale_with_sensitivity():
     model = CompressiveModel(make_task("kmeans", 2, k=2), 4, **SMALL)
     bound, n = model.sketch_net.bound, 50
     z = torch.zeros(20000, 4, dtype=torch.float64)
-    noisy = private_sketches(z, bound, n, Laplace(2.0), seed=0)
+    noisy = private_sketches(z, bound, n, Laplace(2.0))
     b = bound.diameter_l1 / n / 2.0  # Laplace scale Delta_1 / epsilon
     assert abs(float(noisy.std()) / (math.sqrt(2.0) * b) - 1.0) < 0.03
     # Noise-aware training scales each grid point's unit noise by D / n: the calibration is homogeneous.
@@ -213,3 +213,13 @@ def test_bad_arguments_are_named(call, message):
     with pytest.raises(ValueError) as err:
         call()
     assert message in str(err.value)
+
+
+@pytest.mark.parametrize("steps", [3, 5, 10, 19])
+def test_a_few_steps_train_and_fewer_than_three_are_refused_by_name(steps):
+    # the one-cycle schedule's warm-up used to be 10 % of the steps: under 20 steps torch divided by zero
+    family = dataset_family("mixtures", n=20, d=2, k=2)
+    run = meta_train("kmeans", family, sketch_size=4, steps=steps, batch=2, eval_every=steps, eval_size=2, **SMALL)
+    assert [p.step for p in run][-1] == steps
+    with pytest.raises(ValueError, match=r"steps=2 is not allowed"):
+        meta_train("kmeans", family, sketch_size=4, steps=2, **SMALL)

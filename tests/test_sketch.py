@@ -1,4 +1,5 @@
-"""Sketches: merge/add/remove algebra, map fingerprints, streams and files, feature maps and their bounds."""
+"""Sketches: merge/add/remove algebra, map fingerprints, streams and files, feature maps and their bounds, and
+the memory their constructors may take."""
 
 from __future__ import annotations
 
@@ -14,10 +15,14 @@ from metalab.compressive import (
     ConcatFeatures,
     Gaussian,
     ProjectedSecondMoments,
+    QueryNetwork,
     RandomFourierFeatures,
     RandomQuadraticFeatures,
     Sketch,
     SketchNetwork,
+    dataset_family,
+    local_cluster,
+    make_task,
     median_scale,
     merge_sketches,
     sketch_csv,
@@ -148,8 +153,8 @@ def test_a_network_changed_after_sketching_is_a_different_map():
 def test_private_sketches_merge_only_with_private_ones():
     fmap = SketchNetwork(2, 4, hidden=(8,), seed=0)
     a, b = fmap.sketch(gaussian(100, 2, 0)), fmap.sketch(gaussian(300, 2, 1))
-    pa = a.with_noise(Gaussian(1.0, 1e-5), seed=0)
-    pb = b.with_noise(Gaussian(0.5, 1e-6), seed=1)
+    pa = a.with_noise(Gaussian(1.0, 1e-5))
+    pb = b.with_noise(Gaussian(0.5, 1e-6))
     with pytest.raises(ValueError, match=r"private and non-private"):
         pa.merge(b)
     with pytest.raises(ValueError, match=r"private sketch"):
@@ -314,3 +319,37 @@ def test_median_scale_matches_the_median_distance():
     x = gaussian(200, 2, 0)
     scale = median_scale(x, k=200)
     assert scale == pytest.approx(1.0 / float(torch.pdist(x).median()))
+
+
+# ---------------------------------------------------------------------------------------------
+# No size argument may exhaust the machine
+
+
+def test_sizes_beyond_the_memory_are_refused_by_name_before_allocating():
+    with pytest.raises(ValueError, match=r"input_dim=1000000000 and n_frequencies=100 are not allowed: .* GB"):
+        RandomFourierFeatures(10**9, 100)
+    with pytest.raises(ValueError, match=r"input_dim=1000000000 .* Sketch-Network"):
+        SketchNetwork(10**9, 60)
+    with pytest.raises(ValueError, match=r"hidden=\(100000, 100000\)"):
+        SketchNetwork(2, 60, hidden=(10**5, 10**5))
+    with pytest.raises(ValueError, match=r"input_dim=1000000000 and sketch_size=60"):
+        RandomQuadraticFeatures(10**9, 60)
+    with pytest.raises(ValueError, match=r"task.d=100000 .* Query-Network"):
+        QueryNetwork(make_task("pca", 10**5), 60)  # d + d^2 outputs
+    with pytest.raises(ValueError, match=r"batch=1000000000 and n=100 and d=2"):
+        dataset_family("mixtures", n=100, d=2, k=3).sample(10**9)
+    with pytest.raises(ValueError, match=r"n_workers=1000000"):
+        local_cluster(10**6)
+
+
+def test_the_limit_is_the_memory_available_now(monkeypatch):
+    monkeypatch.setattr("metalab.compressive.bounds.available_bytes", lambda: 2**20)  # 1 MB free
+    RandomFourierFeatures(100, 100)  # 80 kB of frequencies
+    with pytest.raises(ValueError, match=r"n_frequencies=1000 .* more than the 1 MB"):
+        RandomFourierFeatures(200, 1000)  # 1.6 MB
+    with pytest.raises(ValueError, match=r"proj_dim=1000"):
+        ProjectedSecondMoments(200, 1000)
+    with pytest.raises(ValueError, match=r"hidden=\(1024, 1024\)"):
+        SketchNetwork(2, 8, hidden=(1024, 1024))
+    with pytest.raises(ValueError, match=r"width=1024"):
+        QueryNetwork(make_task("kmeans", 2), 8, width=1024, blocks=2)

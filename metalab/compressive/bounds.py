@@ -6,6 +6,10 @@ largest L1 and L2 distance between the features of two samples (the set's diamet
 replace-one neighbouring relation used throughout this package (two data sets of the same size
 ``n`` that differ in one sample; ``n`` itself is public), the sensitivity of the *mean* sketch is
 the diameter divided by ``n``.
+
+:func:`check_allocation` is the guard every constructor that allocates from a size argument runs first:
+a size whose arrays would not fit in the memory the machine can give now is a ValueError naming it,
+raised before anything is allocated.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import numpy as np
 import torch
 
 from metalab.core.checks import check_int
+from metalab.core.cost import available_bytes, describe_bytes
 
 # The largest sketch a feature map accepts unless told otherwise (``max_sketch_size=``).
 MAX_SKETCH_SIZE = 1 << 20
@@ -68,6 +73,19 @@ def check_sketch_size(value: Any, max_sketch_size: int, name: str = "sketch_size
     """``1 <= value <= max_sketch_size``, else ValueError naming ``name``."""
     check_int("max_sketch_size", max_sketch_size, 1)
     return check_int(name, value, 1, max_sketch_size, hint=" (pass a larger max_sketch_size to allow more)")
+
+
+def check_allocation(arguments: dict[str, Any], nbytes: float, what: str) -> None:
+    """ValueError naming ``arguments`` when ``what`` (``nbytes`` bytes) exceeds the memory the operating
+    system can give this process now; called before allocating, so an absurd size costs nothing."""
+    available = available_bytes()
+    if nbytes > available:
+        named = " and ".join(f"{name}={value!r}" for name, value in arguments.items())
+        verb = "is" if len(arguments) == 1 else "are"
+        raise ValueError(
+            f"{named} {verb} not allowed: {what} would need {describe_bytes(nbytes)}, more than the "
+            f"{describe_bytes(available)} this machine can allocate now"
+        )
 
 
 def as_samples(samples: Any, input_dim: int, name: str = "samples") -> torch.Tensor:

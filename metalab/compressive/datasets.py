@@ -38,10 +38,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from metalab.compressive.bounds import check_allocation
 from metalab.core.checks import check_choice, check_int, check_number, check_seed
 from metalab.core.seeding import generator
 
 SPLITS = ("train", "held_out")
+#: float64 arrays of a draw's size a generator holds at once (noise, gathered centres, the result)
+DRAW_COPIES = 4
 SKLEARN_SOURCES = ("digits", "iris", "wine", "breast_cancer", "diabetes")
 
 Seed = int | torch.Generator
@@ -66,7 +69,14 @@ def _check_range(name: str, value: Any) -> tuple[float, float]:
 
 
 def _sizes(batch: int, n: int, d: int) -> tuple[int, int, int]:
-    return check_int("batch", batch, 1), check_int("n", n, 1), check_int("d", d, 1)
+    """The checked sizes of a draw, refused before allocating when its arrays would not fit in memory."""
+    sizes = check_int("batch", batch, 1), check_int("n", n, 1), check_int("d", d, 1)
+    check_allocation(
+        {"batch": batch, "n": n, "d": d},
+        DRAW_COPIES * 8.0 * math.prod(sizes),
+        f"drawing {batch} data sets of {n} samples in {d} dimensions",
+    )
+    return sizes
 
 
 def gaussian_mixtures(
@@ -320,7 +330,7 @@ class SklearnTables(DatasetFamily):
         return tuple(source for source, _ in self._pools(check_choice("split", split, SPLITS)))
 
     def _sample(self, batch: int, g: torch.Generator, split: str) -> DataBatch:
-        batch = check_int("batch", batch, 1)
+        batch, _, _ = _sizes(batch, self.n, self._columns)
         pools = self._pools(split)
         picks = []
         for source_index in torch.randint(len(pools), (batch,), generator=g).tolist():

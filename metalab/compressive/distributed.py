@@ -29,6 +29,9 @@ from metalab.core.checks import check_int
 
 INSTALL_HINT = "pip install metalab[scale]"
 LOCAL_HOST = "127.0.0.1"
+#: a local cluster has at most this many worker processes per CPU core (more only queue for the cores,
+#: each holding its own interpreter, torch and copy of the feature map)
+WORKERS_PER_CORE = 4
 
 
 def _import_dask():
@@ -54,6 +57,7 @@ def local_cluster(n_workers: int):
     """A ``distributed.LocalCluster`` of ``n_workers`` single-threaded worker processes on 127.0.0.1.
 
     No dashboard; the scheduler's health page listens on a free port.  Use it in a ``with`` block.
+    ``n_workers`` is at most ``WORKERS_PER_CORE`` per CPU core (a ValueError before any process starts).
     The workers keep glibc's adaptive ``malloc``: distributed's default ``MALLOC_TRIM_THRESHOLD_``
     turns off the adaptive mmap threshold, so every feature batch (megabytes) would be mapped and
     page-faulted afresh, which halves the sketching rate.
@@ -63,7 +67,13 @@ def local_cluster(n_workers: int):
     with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
         return distributed.LocalCluster(
             host=LOCAL_HOST,
-            n_workers=check_int("n_workers", n_workers, 1),
+            n_workers=check_int(
+                "n_workers",
+                n_workers,
+                1,
+                WORKERS_PER_CORE * (os.cpu_count() or 1),
+                hint=" (WORKERS_PER_CORE per CPU core)",
+            ),
             threads_per_worker=1,
             dashboard_address=None,
             scheduler_kwargs={"dashboard_address": f"{LOCAL_HOST}:0"},

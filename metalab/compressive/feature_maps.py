@@ -19,6 +19,13 @@ ClippedIdentity                ``low <= phi(x) <= high``              ``||high-l
 
 Each map also has a ``fingerprint()``: a hash of its kind, sizes and parameters, so that sketches
 made by different maps (or by one network before and after training) are never merged.
+
+The bound must hold for *every* finite input, however large, or one extreme record would turn the
+features into NaN and a private release would reveal that such a record is present.  Maps whose
+arithmetic could overflow therefore clip each input coordinate first (the Sketch-Network at
+``INPUT_LIMIT``, random Fourier features where their phases would overflow); clipping, unlike
+rejecting, keeps a release's behaviour the same whatever one record holds.  Constructors check the
+size of what they allocate against the memory available (:func:`~metalab.compressive.bounds.check_allocation`).
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ from metalab.compressive.bounds import (
     FeatureBound,
     as_samples,
     box_bound,
+    check_allocation,
     check_sketch_size,
     concat_bound,
     l2_ball_bound,
@@ -46,6 +54,10 @@ from metalab.core.seeding import generator
 from metalab.nets import MLP
 
 OUTPUTS = ("tanh", "clip")
+#: the Sketch-Network clips every input coordinate to [-INPUT_LIMIT, INPUT_LIMIT] before it runs in
+#: float32 (largest number 3.4e38): a million times the [-1, 1] box the data-set families draw from,
+#: so no real sample changes, while no finite record can overflow the network into NaN features
+INPUT_LIMIT = 1e6
 
 
 def _hash(parts: Iterable[Any]) -> str:
@@ -122,6 +134,12 @@ class SketchNetwork(nn.Module, FeatureMap):
     axis (a batch of tasks gives a batch of sketches), for meta-training.  ``features``/``sketch``
     are the float64, no-gradient path used to build :class:`~metalab.compressive.sketch.Sketch`.
     ``seed`` fixes the initial weights (without touching the global generator).
+
+    Every input coordinate is clipped to ``[-INPUT_LIMIT, INPUT_LIMIT]`` before the cast to the
+    network's dtype (float32): a finite record of ``|x| >= 3.4e38`` would otherwise become ``inf``,
+    and ``inf - inf`` inside the network NaN features, a NaN sketch and a NaN private release that
+    tells everyone such a record is there.  Clipping rather than rejecting, because a rejection stops
+    the release, which is itself a signal; the bounding output layer keeps the sensitivity as it is.
     """
 
     def __init__(
@@ -141,7 +159,14 @@ class SketchNetwork(nn.Module, FeatureMap):
         self.sketch_size = check_sketch_size(sketch_size, max_sketch_size)
         self.output = check_choice("output", output, OUTPUTS)
         self.clip_norm = check_number("clip_norm", clip_norm)
-        self.hidden = tuple(hidden)
+        self.hidden = tuple(check_int(f"hidden[{i}]", width, 1) for i, width in enumerate(hidden))
+        widths = [self.input_dim, *self.hidden, self.sketch_size]
+        weights = sum((a + 1) * b for a, b in zip(widths[:-1], widths[1:], strict=True))
+        check_allocation(
+            {"input_dim": self.input_dim, "hidden": self.hidden, "sketch_size": self.sketch_size},
+            weights * torch.get_default_dtype().itemsize,
+            f"the Sketch-Network's {weights:,} weights",
+        )
         if seed is None:
             self.body = MLP([self.input_dim, *self.hidden, self.sketch_size], activation)
         else:
@@ -155,7 +180,7 @@ class SketchNetwork(nn.Module, FeatureMap):
             self.bound = l2_ball_bound(self.clip_norm, m, f"||phi(x)||_2 <= {self.clip_norm:g} (norm clipping)")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._bounded(self.body(x))
+        return self._bounded(self.body(x.clamp(-INPUT_LIMIT, INPUT_LIMIT)))
 
     def _bounded(self, h: torch.Tensor) -> torch.Tensor:
         if self.output == "tanh":
@@ -174,8 +199,10 @@ class SketchNetwork(nn.Module, FeatureMap):
     def _features(self, x: torch.Tensor) -> torch.Tensor:
         p = next(self.parameters())
         with torch.no_grad():
-            # The bounding layer runs in float64, so the bound holds to float64 rounding, not float32's.
-            return self._bounded(self.body(x.to(device=p.device, dtype=p.dtype)).to(torch.float64))
+            # Clipped before the cast (see the class); the bounding layer runs in float64, so the bound
+            # holds to float64 rounding, not float32's.
+            x = x.clamp(-INPUT_LIMIT, INPUT_LIMIT).to(device=p.device, dtype=p.dtype)
+            return self._bounded(self.body(x).to(torch.float64))
 
     def _fingerprint_parts(self) -> list[Any]:
         return [self.hidden, self.output, self.clip_norm, *(t for _, t in sorted(self.state_dict().items()))]
@@ -191,6 +218,9 @@ def _gaussian_matrix(
     """``given`` checked to be ``(rows, cols)``, or a fresh matrix of i.i.d. ``N(0, scale^2)`` entries."""
     rows_name, n_rows = rows
     if given is None:
+        check_allocation(
+            {"input_dim": cols, rows_name: n_rows}, 8.0 * n_rows * cols, f"the ({rows_name}, input_dim) matrix {name}"
+        )
         g = generator(check_seed(seed), stream)
         return scale * torch.randn(n_rows, cols, generator=g, dtype=torch.float64)
     matrix = as_samples(given, cols, name)
@@ -206,6 +236,11 @@ class RandomFourierFeatures(FeatureMap):
     ``phi(x) . phi(y) = c^2 sum_j cos(w_j^T (x - y))`` approximates ``F c^2 exp(-scale^2 ||x-y||^2 / 2)``
     (with the default ``c = 1/sqrt(F)``, the Gaussian kernel itself).  The (cos, sin) pairs are the
     real form of ``exp(i w^T x)``.  ``frequencies=`` gives ``W`` explicitly (``scale`` is then ignored).
+
+    Input coordinates are clipped to ``input_limit = 0.5 max_float64 / (d max|W|)``, so that every
+    phase ``|w^T x| <= 0.5 max_float64`` stays finite (``cos(inf)`` is NaN): the map is defined and
+    bounded on every finite input, and no data comes near the limit (its phases would carry no
+    information long before).
     """
 
     def __init__(
@@ -227,6 +262,8 @@ class RandomFourierFeatures(FeatureMap):
             frequencies, "frequencies", ("n_frequencies", n_frequencies), input_dim, self.scale, seed, "rff"
         )
         self.c_norm = 1.0 / math.sqrt(n_frequencies) if c_norm is None else check_number("c_norm", c_norm)
+        largest = max(float(self.frequencies.abs().max()), 1.0)
+        self.input_limit = 0.5 * torch.finfo(torch.float64).max / (self.input_dim * largest)
         c, F = self.c_norm, n_frequencies
         # One pair moves by at most 2c in L2 (antipodal points) and 2 sqrt(2) c in L1.
         self.bound = FeatureBound(
@@ -236,7 +273,7 @@ class RandomFourierFeatures(FeatureMap):
         )
 
     def _features(self, x: torch.Tensor) -> torch.Tensor:
-        t = x @ self.frequencies.T
+        t = x.clamp(-self.input_limit, self.input_limit) @ self.frequencies.T
         return self.c_norm * torch.cat([torch.cos(t), torch.sin(t)], dim=-1)
 
     def _fingerprint_parts(self) -> list[Any]:

@@ -20,11 +20,19 @@ Mechanisms (noise added to every coordinate of the mean, independently):
 
 :func:`gaussian_delta` / :func:`gaussian_epsilon` / :func:`laplace_epsilon` report the privacy of a
 given noise level; :func:`calibrate` and :func:`privacy_of` are the two directions in one place.
+
+**The noise of a release is fresh.**  Noise drawn from a known seed is the same on every call: two
+releases subtract to the exact sketch, and anyone who knows the seed recovers it from one.  So
+:func:`noise_generator` draws from the operating system's entropy unless a seed is given, and a given
+seed (a reproducible experiment, which simulates releases rather than making them) raises a
+:class:`SeededNoiseWarning` saying the result is not private.
 """
 
 from __future__ import annotations
 
 import math
+import secrets
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +41,8 @@ import torch
 from scipy.special import log_ndtr, ndtr
 
 from metalab.compressive.bounds import FeatureBound
-from metalab.core.checks import check_choice, check_int, check_number
+from metalab.core.checks import check_choice, check_int, check_number, check_seed
+from metalab.core.seeding import generator
 
 NEIGHBOURING = "replace-one"
 CALIBRATIONS = ("analytic", "classical")
@@ -41,6 +50,25 @@ MECHANISMS = ("laplace", "gaussian")
 
 # Bisection stops when the bracket's relative width is below this (or after 400 halvings).
 _REL_TOL = 1e-13
+
+
+class SeededNoiseWarning(UserWarning):
+    """Privacy noise drawn from a seed the caller chose: reproducible, and therefore not private."""
+
+
+def noise_generator(seed: int | None, stream: str = "dp-noise") -> torch.Generator:
+    """The generator of a release's noise: seeded from the operating system's entropy for ``seed=None``
+    (a real release), else from ``seed`` with a :class:`SeededNoiseWarning` (a reproducible simulation)."""
+    if seed is None:
+        return generator(secrets.randbits(63), stream)
+    seed = check_seed(seed)
+    warnings.warn(
+        f"privacy noise drawn from seed={seed!r}: reproducible, and not private (whoever knows the seed "
+        "subtracts the noise); pass seed=None to release",
+        SeededNoiseWarning,
+        stacklevel=3,
+    )
+    return generator(seed, stream)
 
 
 def check_epsilon(epsilon: Any) -> float:
@@ -235,6 +263,8 @@ class PrivacyGuarantee:
     ``noise_std`` is the per-coordinate standard deviation of the noise now in the mean.
     ``noise_scale`` (Laplace ``b`` or Gaussian ``sigma``) and ``sensitivity`` (``Delta`` in the
     mechanism's norm) describe the release; they are ``None`` after merging several releases.
+    ``seeded``: the noise (of some part) came from a seed the caller chose, so the guarantee holds only
+    against those who do not know it: a reproducible experiment, not a private release.
     """
 
     epsilon: float
@@ -244,3 +274,4 @@ class PrivacyGuarantee:
     noise_scale: float | None
     sensitivity: float | None
     neighbouring: str = NEIGHBOURING
+    seeded: bool = False

@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 from metalab.compressive import references
-from metalab.compressive.bounds import MAX_SKETCH_SIZE, as_samples
+from metalab.compressive.bounds import MAX_SKETCH_SIZE, as_samples, check_allocation
 from metalab.compressive.feature_maps import SketchNetwork
 from metalab.compressive.sketch import Sketch
 from metalab.core.checks import check_choice, check_int, check_number, check_seed
@@ -334,6 +334,12 @@ class QueryNetwork(nn.Module):
         self.sketch_size = check_int("sketch_size", sketch_size, 1)
         width = check_int("width", width, 1)
         blocks = check_int("blocks", blocks, 0)
+        weights = (sketch_size + 1) * width + blocks * 2 * (width + 1) * width + (width + 1) * task.n_outputs
+        check_allocation(
+            {"sketch_size": sketch_size, "width": width, "blocks": blocks, "task.d": task.d},
+            weights * torch.get_default_dtype().itemsize,
+            f"the Query-Network's {weights:,} weights ({task.n_outputs:,} outputs for {task.name})",
+        )
         self.body = _seeded(
             seed,
             "query-network",

@@ -92,13 +92,19 @@ class RandomizedLearner:
         return {"components": components, "mean": mean}
 
     def predict(
-        self, X: torch.Tensor, y: torch.Tensor | None = None, *, noise: Laplace | Gaussian | None = None, seed: int = 0
+        self,
+        X: torch.Tensor,
+        y: torch.Tensor | None = None,
+        *,
+        noise: Laplace | Gaussian | None = None,
+        noise_seed: int | None = None,
     ) -> Params:
         """The parameters for every data set of ``X (B, n, d)`` decoded from its sketch mean, or from the
-        sketch released by ``noise`` (calibrated to the random map's sensitivity ``D / n``)."""
+        sketch released by ``noise`` (calibrated to the random map's sensitivity ``D / n``; fresh noise
+        unless ``noise_seed`` makes it reproducible, see :func:`~metalab.compressive.training.private_sketches`)."""
         z = self.pooled(X, y)
         if noise is not None:
-            z = private_sketches(z, self.feature_map.bound, X.shape[-2], noise, seed=seed)
+            z = private_sketches(z, self.feature_map.bound, X.shape[-2], noise, seed=noise_seed)
         return self.decode(z)
 
     def error(self, params: Params, X: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:

@@ -19,7 +19,6 @@ changed): combining such sketches would give a number that means nothing.
 from __future__ import annotations
 
 import math
-import secrets
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -27,9 +26,7 @@ import torch
 
 from metalab.compressive.bounds import FeatureBound, as_samples
 from metalab.compressive.feature_maps import FeatureMap
-from metalab.compressive.privacy import Gaussian, Laplace, PrivacyGuarantee, mean_sensitivity
-from metalab.core.checks import check_seed
-from metalab.core.seeding import generator
+from metalab.compressive.privacy import Gaussian, Laplace, PrivacyGuarantee, mean_sensitivity, noise_generator
 
 #: rows whose features are computed at once: memory ``BATCH_ROWS x m`` whatever the data set's size
 BATCH_ROWS = 8192
@@ -135,6 +132,7 @@ class Sketch:
                 noise_std=std,
                 noise_scale=None if others else self.privacy.noise_scale,
                 sensitivity=None if others else self.privacy.sensitivity,
+                seeded=any(g.seeded for g in guarantees),
             )
         return replace(self, total=total, count=count, privacy=privacy)
 
@@ -188,7 +186,10 @@ class Sketch:
         """A private copy: noise calibrated to this sketch's sensitivity added to every coordinate of the mean.
 
         ``seed=None`` draws fresh randomness from the operating system, as a real release must (noise
-        from a known seed can be subtracted); pass a seed only for reproducible experiments.
+        from a known seed can be subtracted); a seed makes a reproducible experiment, not a release: it
+        raises a :class:`~metalab.compressive.privacy.SeededNoiseWarning` and the result's
+        ``privacy.seeded`` is True.  A sum that is not finite is refused: its NaN would be released as
+        it is and show that some record broke the features.
         """
         if not isinstance(mechanism, (Gaussian, Laplace)):
             raise ValueError(f"mechanism={mechanism!r} is not allowed: a Gaussian(...) or Laplace(...) mechanism")
@@ -196,10 +197,14 @@ class Sketch:
             raise ValueError(
                 "adding noise to a sketch that is already private is not allowed: noise the raw sketch once"
             )
+        if not bool(torch.isfinite(self.total).all()):
+            raise ValueError(
+                "a sketch whose sum is not finite (NaN or inf) is not allowed in a release: its features left "
+                "their bound, which the release would reveal"
+            )
         sens = self.sensitivity(mechanism.norm)
         scale = mechanism.noise_scale(sens)
-        seed = secrets.randbits(63) if seed is None else check_seed(seed)
-        noise = mechanism.sample((self.size,), scale, generator(seed, "dp-noise"))
+        noise = mechanism.sample((self.size,), scale, noise_generator(seed))
         if isinstance(mechanism, Laplace):
             name, std = "laplace", math.sqrt(2.0) * scale
         else:
@@ -211,6 +216,7 @@ class Sketch:
             noise_std=std,
             noise_scale=scale,
             sensitivity=sens,
+            seeded=seed is not None,
         )
         return replace(self, total=self.total + self.count * noise, privacy=privacy)
 

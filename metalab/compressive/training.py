@@ -7,7 +7,7 @@ One step draws ``B`` data sets ``D_1..D_B`` from the family, sketches each
     objective = (1/B) sum_b L(theta_b; D_b)             (``objective="mean"``)
 
 with Adam, gradients clipped to norm 1, and a one-cycle learning rate (10 % warm-up from ``lr / 25``,
-then cosine decay to ``lr / 2500``).  The log
+at least 2 steps, then cosine decay to ``lr / 2500``; at least ``MIN_STEPS`` steps).  The log
 objective equals the mean log *relative* error up to a constant (the exact reference's error does
 not depend on the networks), so data sets with small errors (tight clusters, little noise) weigh
 as much as the others.
@@ -33,13 +33,25 @@ import torch
 
 from metalab.compressive.bounds import FeatureBound
 from metalab.compressive.datasets import DataBatch, DatasetFamily
-from metalab.compressive.privacy import MECHANISMS, Gaussian, Laplace, check_delta, mean_sensitivity
+from metalab.compressive.privacy import (
+    MECHANISMS,
+    Gaussian,
+    Laplace,
+    check_delta,
+    mean_sensitivity,
+    noise_generator,
+)
 from metalab.compressive.query import CompressiveModel, Params, Task, make_task
 from metalab.core.checks import check_choice, check_int, check_number, check_seed
 from metalab.core.loop import Iteration, meta_training
 from metalab.core.seeding import generator
 
 OBJECTIVES = ("log", "mean")
+
+#: the share of the steps that warms the learning rate up (at least 2 steps), and the fewest steps
+#: a one-cycle schedule takes (a warm-up and a decay)
+WARM_UP = 0.1
+MIN_STEPS = 3
 
 # Floor under the loss inside the log objective (a perfect fit would otherwise give -inf).
 _LOG_FLOOR = 1e-12
@@ -52,16 +64,21 @@ def _noise(z: torch.Tensor, scale: torch.Tensor, mechanism: Laplace | Gaussian, 
 
 
 def private_sketches(
-    z: torch.Tensor, bound: FeatureBound, n: int, mechanism: Laplace | Gaussian, *, seed: int = 0
+    z: torch.Tensor, bound: FeatureBound, n: int, mechanism: Laplace | Gaussian, *, seed: int | None = None
 ) -> torch.Tensor:
     """Sketch means ``z (B, m)`` of ``n`` samples each, released by ``mechanism`` (noise calibrated to ``D / n``).
 
-    The batched form of :meth:`~metalab.compressive.sketch.Sketch.with_noise` (same calibration).
+    The batched form of :meth:`~metalab.compressive.sketch.Sketch.with_noise` (same calibration, same
+    rules): fresh noise from the operating system for ``seed=None``; a seed gives reproducible noise
+    and a :class:`~metalab.compressive.privacy.SeededNoiseWarning` (not a private release); sketches
+    that are not finite are refused.
     """
     if not isinstance(mechanism, (Laplace, Gaussian)):
         raise ValueError(f"mechanism={mechanism!r} is not allowed: a Gaussian(...) or Laplace(...) mechanism")
+    if not bool(torch.isfinite(z).all()):
+        raise ValueError("z contains non-finite values (NaN or inf), which are not allowed in a release")
     scale = mechanism.noise_scale(mean_sensitivity(bound, n, mechanism.norm))
-    return _noise(z, torch.full(z.shape[:-1], scale), mechanism, generator(check_seed(seed), "dp-noise"))
+    return _noise(z, torch.full(z.shape[:-1], scale), mechanism, noise_generator(seed))
 
 
 @dataclass(frozen=True)
@@ -112,14 +129,19 @@ def _on_cpu(params: Params) -> Params:
 
 
 def predict(
-    model: CompressiveModel, data: DataBatch, *, noise: Laplace | Gaussian | None = None, seed: int = 0
+    model: CompressiveModel,
+    data: DataBatch,
+    *,
+    noise: Laplace | Gaussian | None = None,
+    noise_seed: int | None = None,
 ) -> Params:
     """The model's parameters ``psi(z)`` for every data set of ``data`` (float64, CPU), from its sketch mean
-    ``z`` or, with ``noise``, from the sketch released by that mechanism (:func:`private_sketches`)."""
+    ``z`` or, with ``noise``, from the sketch released by that mechanism (:func:`private_sketches`, with
+    ``noise_seed`` as its seed)."""
     with torch.no_grad():
         z = model.pooled(data.X, data.y)
         if noise is not None:
-            z = private_sketches(z, model.sketch_net.bound, data.X.shape[-2], noise, seed=seed)
+            z = private_sketches(z, model.sketch_net.bound, data.X.shape[-2], noise, seed=noise_seed)
         return _on_cpu(model.query_net(z))
 
 
@@ -129,6 +151,7 @@ def evaluate(
     *,
     reference: torch.Tensor | None = None,
     noise: Laplace | Gaussian | None = None,
+    noise_seed: int | None = None,
     seed: int = 0,
 ) -> torch.Tensor:
     """Relative errors ``L(psi(z(D)); D) / L(exact(D); D)`` for every data set ``D`` of ``data``.
@@ -143,8 +166,11 @@ def evaluate(
         ``(B,)``: the exact errors computed before (``model.task.exact_error``); default: computed here.
     noise : Laplace or Gaussian, optional
         Score answers decoded from sketches released by this mechanism (:func:`private_sketches`).
+    noise_seed : int, optional
+        Seeds that noise (None: fresh from the operating system, as a release; a seed makes the
+        score reproducible and raises a ``SeededNoiseWarning``).
     seed : int
-        Seeds the privacy noise and the exact references.
+        Seeds the exact references.
 
     Returns
     -------
@@ -153,7 +179,7 @@ def evaluate(
     """
     x = data.X.to(device="cpu", dtype=torch.float64)
     y = None if data.y is None else data.y.to(device="cpu", dtype=torch.float64)
-    errors = model.task.error(predict(model, data, noise=noise, seed=seed), x, y)
+    errors = model.task.error(predict(model, data, noise=noise, noise_seed=noise_seed), x, y)
     if reference is None:
         reference = model.task.exact_error(x, y, seed=seed)
     return errors / reference.to(errors)
@@ -232,7 +258,7 @@ class MetaTraining:
         _check_compatible(model.task, family)
         _check_compatible(model.task, held_out)
         self.model, self.family = model, family
-        self.steps = check_int("steps", steps, 1)
+        self.steps = check_int("steps", steps, MIN_STEPS, hint=" (the one-cycle schedule warms up and decays)")
         self.batch = check_int("batch", batch, 1)
         self.lr = check_number("lr", lr)
         if noise is not None and not isinstance(noise, SketchNoise):
@@ -281,7 +307,11 @@ class MetaTraining:
         model = self.model
         optimizer = torch.optim.Adam(model.parameters(), lr=self.lr)
         schedule = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=self.lr, total_steps=self.steps, pct_start=0.1, final_div_factor=1e2
+            optimizer,
+            max_lr=self.lr,
+            total_steps=self.steps,
+            pct_start=max(WARM_UP, 2.0 / self.steps),  # torch divides by zero on a warm-up under 2 steps
+            final_div_factor=1e2,
         )
         data_stream = generator(self.seed, "meta-train-data")
         rows = meta_training(
