@@ -198,3 +198,43 @@ def test_cli_writes_evaluation_records_with_the_issue_columns_for_every_task_and
     random_ridge = frame[(frame["task"] == "ridge") & (frame["method"] == "random")]
     assert random_ridge["relative_error"].to_numpy() == pytest.approx(1.0, abs=1e-6)
     assert (out / "sketch_size.png").stat().st_size > 10_000
+
+
+# ---------------------------------------------------------------------------------------------
+# cost before the run
+
+
+#: runs whose own arrays set the peak: meta-training on large data sets, 'decoding' at n = 100 000
+LARGE = [
+    {"parts": ("training",), "tasks": ("kmeans",), "steps": 10, "eval_every": 10, "n_samples": 5000, "batch": 8},
+    {"parts": ("decoding",), "tasks": ("kmeans",), "steps": 20, "eval_every": 20, "decode_sizes": (100_000,)},
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("overrides", LARGE, ids=["training", "decoding"])
+def test_memory_estimate_is_within_a_factor_of_two_of_the_measured_peak(overrides):
+    from test_cost import measured_extra_bytes
+
+    from metalab.core.cost import MB
+    from metalab.core.memory import peak_rss_in_subprocess
+
+    estimate = EXPERIMENT.estimate(CompressiveConfig.preset("quick", **overrides)).bytes
+    _, measured = peak_rss_in_subprocess(measured_extra_bytes, "compressive", overrides)
+    assert measured > 50 * MB
+    assert measured / 2 <= estimate <= 2 * measured, f"estimate {estimate / MB:.0f} MB, measured {measured / MB:.0f} MB"
+
+
+def test_estimate_grows_with_the_sizes_and_names_the_settings_behind_it():
+    page = CompressiveConfig.preset("quick", steps=300, eval_every=25, parts=("training", "example"), tasks=("kmeans",))
+    cost = EXPERIMENT.estimate(page)
+    assert cost.bytes < 500 * 2**20 and cost.seconds < 30  # the page's default view fits any budget
+    longer = EXPERIMENT.estimate(page.replace(steps=3000, n_samples=5000))
+    assert longer.seconds > 20 * cost.seconds and longer.bytes > cost.bytes
+    assert "meta-training steps" in longer.driver and "samples per data set n" in longer.driver
+    huge = EXPERIMENT.estimate(CompressiveConfig.preset("quick", decode_sizes=(10**8,)))
+    assert huge.bytes > 50 * 2**30 and huge.driver == "data set sizes n of 'decoding'"
+    assert (
+        EXPERIMENT.estimate(CompressiveConfig.preset("paper")).seconds
+        > EXPERIMENT.estimate(CompressiveConfig.preset("quick")).seconds
+    )

@@ -24,7 +24,7 @@ Parts (select with ``Config.parts``; each one's x column in brackets, ``step`` r
 Evaluation records carry ``task``, ``method`` (``learned``, ``random``, ``exact``), ``sketch_size``
 and ``relative_error`` (the median over the held-out data sets; quartiles alongside).  The modules:
 :mod:`.config` (settings), :mod:`.context` (the models and held-out data the parts share),
-:mod:`.parts` (what each part computes).
+:mod:`.parts` (what each part computes), :mod:`.cost` (what a configuration will cost before it runs).
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ from metalab.experiments.compressive.config import (
     task_of,
 )
 from metalab.experiments.compressive.context import CompressiveContext, HeldOut, ModelKey
+from metalab.experiments.compressive.cost import estimate
 from metalab.experiments.compressive.parts import (
     decoding_units,
     example_units,
@@ -233,4 +234,5 @@ EXPERIMENT = Experiment(
     ),
     figures=figures,
     context=CompressiveContext,
+    estimate=estimate,
 )

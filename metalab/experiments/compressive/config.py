@@ -8,7 +8,7 @@ import dataclasses
 from metalab.compressive.datasets import DataBatch, DatasetFamily, dataset_family
 from metalab.compressive.privacy import Gaussian, Laplace
 from metalab.compressive.query import TASKS, Task, make_task
-from metalab.core import Config, ConfigError, param
+from metalab.core import Config, ConfigError, Control, param
 
 PARTS = ("training", "sketch_size", "privacy", "decoding", "merge", "throughput", "example")
 FAMILIES = ("generated", "sklearn")
@@ -21,29 +21,68 @@ SCHEDULERS = ("single", "threads", "local")
 class CompressiveConfig(Config):
     """Settings of the compressive experiment; ``quick`` runs in a few minutes on 2 cores, ``paper`` longer."""
 
-    tasks: tuple[str, ...] = param(tuple(TASKS), choices=tuple(TASKS), help="tasks to learn from sketches")
+    tasks: tuple[str, ...] = param(
+        tuple(TASKS),
+        choices=tuple(TASKS),
+        label="task",
+        control=Control(widget="select"),  # the dashboard runs one task at a time
+        help="what the Query-Network predicts from the sketch",
+    )
     parts: tuple[str, ...] = param(PARTS, choices=PARTS, help="parts of the experiment to run")
-    family: str = param("generated", choices=FAMILIES, help="data sets: generated families or scikit-learn tables")
-    d: int = param(2, ge=1, le=64, help="features per sample d")
-    clusters: int = param(3, ge=1, le=32, help="k-means clusters k")
-    components: int = param(1, ge=1, le=32, help="PCA components and autoencoder bottleneck")
-    n_samples: int = param(100, ge=2, le=1_000_000, help="samples per data set n in meta-training")
+    family: str = param(
+        "generated", choices=FAMILIES, label="data sets", help="data sets: generated families or scikit-learn tables"
+    )
+    d: int = param(2, ge=1, le=64, label="features d", control=Control(high=16), help="features per sample d")
+    clusters: int = param(3, ge=1, le=32, label="clusters k", control=Control(high=10), help="k-means clusters k")
+    components: int = param(
+        1, ge=1, le=32, label="components", control=Control(high=8), help="PCA components and autoencoder bottleneck"
+    )
+    n_samples: int = param(
+        100,
+        ge=2,
+        le=1_000_000,
+        label="samples per data set n",
+        control=Control(low=50, high=5000, step=50),
+        help="samples per data set n in meta-training",
+    )
     held_out_samples: int | None = param(
-        250, ge=2, le=1_000_000, help="samples per held-out data set (None: n_samples)"
+        250,
+        ge=2,
+        le=1_000_000,
+        label="held-out samples per data set",
+        help="samples per held-out data set (None: n_samples)",
     )
     cluster_scales: tuple[float, ...] = param(
         (0.08, 0.3), gt=0.0, le=1.0, help="range of the mixtures' cluster standard deviations (k-means)"
     )
     low_rank_noise: float = param(0.1, ge=0.0, le=1.0, help="noise of the low-rank data sets (PCA, autoencoder)")
-    sketch_size: int = param(60, ge=2, le=4096, help="sketch size m (training, privacy, decoding, merge)")
-    sketch_sizes: tuple[int, ...] = param((10, 20, 40, 60), ge=2, le=4096, help="sketch sizes of 'sketch_size'")
-    steps: int = param(600, ge=1, le=1_000_000, help="meta-training steps per model")
-    batch: int = param(32, ge=1, le=4096, help="data sets per meta-training step")
+    sketch_size: int = param(
+        60,
+        ge=2,
+        le=4096,
+        label="sketch size m",
+        control=Control(high=200, step=2),
+        help="sketch size m (training, privacy, decoding, merge)",
+    )
+    sketch_sizes: tuple[int, ...] = param(
+        (10, 20, 40, 60), ge=2, le=4096, label="sketch sizes", help="sketch sizes of 'sketch_size'"
+    )
+    steps: int = param(
+        600,
+        ge=3,
+        le=1_000_000,
+        label="meta-training steps",
+        control=Control(low=50, high=3000, step=50),
+        help="meta-training steps per model",
+    )
+    batch: int = param(32, ge=1, le=4096, label="data sets per step", help="data sets per meta-training step")
     lr: float = param(2e-3, gt=0.0, le=1.0, help="peak Adam learning rate of meta-training")
     width: int = param(256, ge=4, le=8192, help="Query-Network width")
     blocks: int = param(2, ge=0, le=16, help="Query-Network residual blocks")
-    sketch_hidden: tuple[int, ...] = param((64, 64), ge=1, le=8192, help="Sketch-Network hidden widths")
-    eval_sets: int = param(32, ge=1, le=100_000, help="held-out data sets per evaluation")
+    sketch_hidden: tuple[int, ...] = param(
+        (64, 64), ge=1, le=8192, label="Sketch-Network hidden widths", help="Sketch-Network hidden widths"
+    )
+    eval_sets: int = param(32, ge=1, le=100_000, label="held-out data sets", help="held-out data sets per evaluation")
     eval_every: int = param(50, ge=1, le=1_000_000, help="training steps between held-out evaluations")
     ridge_lam: float = param(1e-3, ge=0.0, le=100.0, help="ridge penalty lambda")
     ae_hidden: int = param(16, ge=1, le=1024, help="autoencoder hidden width")
@@ -52,17 +91,36 @@ class CompressiveConfig(Config):
     epsilons: tuple[float, ...] = param((0.5, 1.0, 2.0, 5.0, 20.0), gt=0.0, le=1e6, help="privacy budgets of 'privacy'")
     delta: float = param(1e-5, gt=0.0, le=0.5, help="delta of the Gaussian mechanism")
     decode_sizes: tuple[int, ...] = param(
-        (10_000, 100_000, 1_000_000), ge=10, le=100_000_000, help="data set sizes n of 'decoding'"
+        (10_000, 100_000, 1_000_000),
+        ge=10,
+        le=100_000_000,
+        label="data set sizes n of 'decoding'",
+        help="data set sizes n of 'decoding'",
     )
     workers: int = param(4, ge=2, le=256, help="workers a data set is split across in 'merge'")
-    throughput_rows: int = param(200_000, ge=100, le=100_000_000, help="rows sketched in 'throughput'")
+    throughput_rows: int = param(
+        200_000, ge=100, le=100_000_000, label="rows sketched in 'throughput'", help="rows sketched in 'throughput'"
+    )
     scheduler: str = param("local", choices=SCHEDULERS, help="Dask scheduler of 'throughput' (single: no Dask)")
     example_epsilon: float | None = param(
-        None, gt=0.0, le=1e6, help="privacy budget of the sketches in 'example' (None: no noise)"
+        None,
+        gt=0.0,
+        le=1e6,
+        label="privacy budget ε",
+        control=Control(widget="number", low=0.1, high=1000.0, step=0.5, format="%.1f"),
+        help="privacy budget of the sketches in 'example' (None: no noise); smaller ε: stronger privacy, more "
+        "noise (replace-one neighbours)",
     )
-    seed: int = param(0, ge=0, le=2**31 - 1, help="random seed")
+    seed: int = param(0, ge=0, le=2**31 - 1, label="seed", control=Control(widget="number"), help="random seed")
     device: str = param("auto", choices=("auto", "cpu", "cuda"), help="torch device of meta-training")
-    threads: int | None = param(None, ge=1, le=256, help="torch CPU threads during the run (None: leave as is)")
+    threads: int | None = param(
+        1,
+        ge=1,
+        le=256,
+        label="CPU threads",
+        help="torch CPU threads during the run (None: leave as is); one by default: these networks are small, and "
+        "a meta-training step took 5-10 times longer on two threads than on one on a shared 2-core machine",
+    )
 
     presets = {
         "quick": {
