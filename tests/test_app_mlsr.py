@@ -1,6 +1,9 @@
-"""The MLSR page of the dashboard, headless with Streamlit's AppTest: tiny runs of each task, URL state, errors."""
+"""The MLSR page of the dashboard, headless with Streamlit's AppTest: tiny runs of each task, URL state, errors,
+the budget, and the look of the methods the issue found hidden or shown as None."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 
@@ -22,8 +25,15 @@ def summary(at: AppTest):
     return at.dataframe[0].value.set_index("method")
 
 
-def chart_specs(at: AppTest) -> list[str]:
-    return [chart.proto.spec for chart in at.get("vega_lite_chart")]
+def chart_spec(at: AppTest) -> str:
+    """The page's one chart (every panel of the task in one figure), as its Vega-Lite JSON text."""
+    charts = at.get("vega_lite_chart")
+    assert len(charts) == 1
+    return charts[0].proto.spec
+
+
+def headline(at: AppTest) -> str:
+    return " ".join(m.value for m in at.markdown if m.value.startswith("Best"))
 
 
 def test_sinusoid_view_draws_training_fits_errors_and_head_histogram(page):
@@ -31,15 +41,20 @@ def test_sinusoid_view_draws_training_fits_errors_and_head_histogram(page):
     table = summary(at)
     assert not at.error
     assert list(table.index) == ["MLSR", "MAML-FZ (ANIL)"]
-    assert table.loc["MLSR", "zero head weights"] > 0.0  # soft-thresholding gives exact zeros
-    assert table.loc["MAML-FZ (ANIL)", "zero head weights"] == 0.0  # gradient steps do not
+    assert float(table.loc["MLSR", "zero head weights"].rstrip("%")) > 0.0  # soft-thresholding gives exact zeros
+    assert table.loc["MAML-FZ (ANIL)", "zero head weights"] == "0.0%"  # gradient steps do not
     assert (table["MSE after 10 steps"] < table["MSE before adaptation"]).all()
-    specs = chart_specs(at)
-    assert len(specs) == 4
-    assert "Meta-training on sinusoids" in specs[0] and "20 meta-iterations" in specs[0]
-    assert "Fits on test sinusoids" in specs[1] and "Test MSE after adaptation" in specs[2]
-    assert "Head magnitudes" in specs[3]
+    spec = chart_spec(at)
+    assert "Meta-training on sinusoids" in spec and "20 meta-iterations" in spec
+    assert "Fits on test sinusoids" in spec and "Test MSE after adaptation" in spec and "Head magnitudes" in spec
     assert [b.label for b in at.get("download_button")] == ["Records (CSV)", "Figure (PNG)"]
+
+
+def test_maml_head_sparsity_is_explained_not_shown_as_none(page):
+    at = page(meta_iterations="10", methods=["mlsr", "maml"]).run()
+    table = summary(at)
+    assert table.loc["MAML", "zero head weights"] == "—"  # MAML adapts every layer: its head is not diagnosed
+    assert "Zero head weights —: not measured, MAML and MAML + L1 adapt every layer" in headline(at)
 
 
 def test_query_parameters_set_the_navigation_controls_and_a_slider_reruns(page):
@@ -48,12 +63,35 @@ def test_query_parameters_set_the_navigation_controls_and_a_slider_reruns(page):
     table = summary(at)
     assert list(table.index) == ["MLSR", "random init"]
     assert {"return after 0 steps", "return after 1 step", "return after 3 steps"} <= set(table.columns)
-    specs = chart_specs(at)
-    assert len(specs) == 3 and "2 meta-iterations" in specs[0] and "width 16" in specs[0]
-    assert "Trajectories before adaptation" in specs[2]
+    spec = chart_spec(at)
+    assert "2 meta-iterations" in spec and "width 16" in spec and "Trajectories before adaptation" in spec
     at.slider(key="rl_iterations").set_value(3).run()
-    assert "3 meta-iterations" in chart_specs(at)[0]
+    assert "3 meta-iterations" in chart_spec(at)
     assert summary(at).loc["MLSR", "return after 3 steps"] != table.loc["MLSR", "return after 3 steps"]
+
+
+def _scale(spec: dict, channel: str, method: str):
+    """The value the first encoding of ``channel`` on method labels gives ``method``."""
+    if isinstance(spec, dict):
+        encoding = spec.get("encoding", {}).get(channel)
+        if encoding and encoding.get("field") == "method_label" and "scale" in encoding:
+            scale = encoding["scale"]
+            return scale["range"][scale["domain"].index(method)]
+        children = [v for key, v in spec.items() if key in ("layer", "vconcat", "hconcat", "spec")]
+        for child in (c for value in children for c in (value if isinstance(value, list) else [value])):
+            found = _scale(child, channel, method)
+            if found is not None:
+                return found
+    return None
+
+
+def test_navigation_maml_and_maml_l1_are_drawn_apart(page):
+    at = page(task="Navigation", rl_iterations="2", rl_methods=["maml", "maml_l1"]).run()
+    spec = json.loads(chart_spec(at))
+    maml, l1 = "MAML", "MAML + L1 inner loop"
+    assert _scale(spec, "strokeDash", maml) == [] and _scale(spec, "strokeDash", l1) == [6, 4]
+    assert _scale(spec, "shape", maml) != _scale(spec, "shape", l1)
+    assert _scale(spec, "strokeWidth", l1) < _scale(spec, "strokeWidth", maml)  # the dashed line lies on top, thinner
 
 
 def test_digits_view_starts_at_chance(page):
@@ -62,13 +100,13 @@ def test_digits_view_starts_at_chance(page):
     assert list(table.index) == ["random init"]
     assert abs(table.loc["random init", "accuracy after 0 steps"] - 0.5) < 0.1  # labels are permuted per task
     assert table.loc["random init", "accuracy after 100 steps"] > 0.6
-    assert "Accuracy on test digit pairs" in " ".join(chart_specs(at))
+    assert "Accuracy on test digit pairs" in chart_spec(at)
 
 
 @pytest.mark.parametrize(
     ("query", "field", "value"),
     [
-        ({"lam": "-0.5"}, "lam", "-0.5"),
+        ({"inner_steps": "1, 0"}, "inner_steps", "= `0` is not allowed"),
         ({"task": "Digits", "digit_shots": "90"}, "digit_shots", "90"),
         ({"task": "Digits", "digits": ["3"]}, "digits", "3"),
     ],
@@ -79,4 +117,19 @@ def test_invalid_settings_are_explained_not_raised(page, query, field, value):
     assert len(at.error) == 1
     message = at.error[0].value
     assert f"`{field}`" in message and value in message
-    assert not chart_specs(at) and len(at.dataframe) == 0  # nothing runs for an invalid configuration
+    assert not at.get("vega_lite_chart") and len(at.dataframe) == 0  # nothing runs for an invalid configuration
+
+
+def test_a_link_value_outside_a_control_is_reported_and_the_default_kept(page):
+    at = page(lam="-0.5", meta_iterations="10", methods=["mlsr"]).run()
+    assert "`lam=-0.5`: outside this control's range" in " ".join(w.value for w in at.warning)
+    assert "= 0.1, 1 inner step(s)" in chart_spec(at) and len(at.dataframe) == 1  # λ's default
+
+
+def test_a_link_over_the_budget_is_refused_before_it_runs(page):
+    at = page(task="Navigation", rl_iterations="300", rl_trajectories="100", rl_width="200").run()
+    assert not at.exception
+    refusal = " ".join(e.value for e in at.error)
+    assert "Not run: too large for this dashboard" in refusal and "min of computing (allowed: 60 s)" in refusal
+    assert "Lower meta-iterations, trajectories per task" in refusal
+    assert not at.get("vega_lite_chart") and len(at.dataframe) == 0

@@ -297,3 +297,43 @@ def test_cli_writes_records(tmp_path):
     frame = pd.read_csv(tmp_path / "records.csv")
     assert set(frame["method"]) == {"maml", "random"} and (frame["part"] == "sinusoid").all()
     assert (tmp_path / "sinusoid.png").is_file()
+
+
+# ---------------------------------------------------------------------------------------------
+# the cost known before a run
+
+
+#: configurations whose run, not the interpreter, sets the peak: MAML's per-task parameters in
+#: meta-training, and the adaptation of every parameter on the test sinusoids
+LARGE = [
+    {"parts": ("training",), "methods": ("maml",), "meta_iterations": 3, "inner_steps": (1,), "hidden": 1024},
+    {"parts": ("sinusoid",), "methods": ("random",), "hidden": 1024, "eval_tasks": 20, "adapt_steps": 2},
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("overrides", LARGE, ids=["maml_training", "test_adaptation"])
+def test_memory_estimate_is_within_a_factor_of_two_of_the_measured_peak(overrides):
+    from test_cost import measured_extra_bytes
+
+    from metalab.core.cost import MB
+    from metalab.core.memory import peak_rss_in_subprocess
+
+    estimate = EXPERIMENT.estimate(MLSRConfig.preset("quick", **overrides)).bytes
+    _, measured = peak_rss_in_subprocess(measured_extra_bytes, "mlsr", overrides)
+    assert measured > 50 * MB  # the run, not noise, sets the peak
+    assert measured / 2 <= estimate <= 2 * measured, f"estimate {estimate / MB:.0f} MB, measured {measured / MB:.0f} MB"
+
+
+def test_the_estimate_grows_with_the_settings_it_names_and_fits_the_default_views():
+    from metalab.core.cost import Budget
+
+    base = MLSRConfig.preset("quick", parts=("training", "sinusoid", "fits", "diagnostics"), inner_steps=(1,))
+    small = EXPERIMENT.estimate(base.replace(widths=(40,)))
+    assert Budget().refusal(small) is None  # the page's default sinusoid view runs
+    longer = EXPERIMENT.estimate(base.replace(widths=(40,), meta_iterations=2500))
+    assert longer.seconds > 5 * small.seconds and "meta-iterations" in longer.driver
+    wider = EXPERIMENT.estimate(base.replace(widths=(40,), hidden=2048, methods=("maml",)))
+    assert wider.bytes > 10 * small.bytes
+    navigation = EXPERIMENT.estimate(MLSRConfig.preset("quick", parts=("rl",), rl_iterations=300, rl_trajectories=100))
+    assert "trajectories per task" in navigation.driver and Budget().refusal(navigation) is not None

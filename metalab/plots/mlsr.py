@@ -27,13 +27,15 @@ FIT_STYLES = {
 EXPERIMENT = "mlsr"
 
 
-def _style(method: str) -> dict:
-    return styles.mpl(EXPERIMENT, method)
+def _style(method: str, *, marker: bool = False) -> dict:
+    """The registry's colour, label and line style (MAML + L1 dashed, so it stays visible on top of a
+    MAML curve it matches) and, on request, its marker."""
+    return styles.mpl(EXPERIMENT, method, marker=marker, line=True)
 
 
-def _curve_with_band(ax, group: pd.DataFrame, x: str, y: str, method: str, **marker) -> None:
+def _curve_with_band(ax, group: pd.DataFrame, x: str, y: str, method: str, **options) -> None:
     """One method's curve with its 95 % confidence band (``ci95``, when the records have one)."""
-    ax.plot(group[x], group[y], marker="o", **marker, **_style(method))
+    ax.plot(group[x], group[y], **options, **_style(method, marker=True))
     if "ci95" in group and group["ci95"].notna().any():
         low, high = group[y] - group["ci95"], group[y] + group["ci95"]
         ax.fill_between(group[x], low, high, color=styles.style(EXPERIMENT, method).colour, alpha=0.15)
@@ -125,7 +127,7 @@ def digits_figure(frame: pd.DataFrame) -> Figure | None:
     for method in _methods(rows):
         group = rows[rows["method"] == method].sort_values("adapt_steps")
         short = group[group["adapt_steps"] <= short_end]
-        short_ax.plot(short["adapt_steps"], short["accuracy"], marker="o", ms=3, **_style(method))
+        short_ax.plot(short["adapt_steps"], short["accuracy"], ms=3, **_style(method, marker=True))
         long_ax.plot(group["adapt_steps"], group["accuracy"], **_style(method))
     for ax, title in ((short_ax, "short term"), (long_ax, "long term")):
         ax.axhline(0.5, color="black", lw=0.8, ls=":")
@@ -162,7 +164,7 @@ def diagnostics_figure(frame: pd.DataFrame) -> Figure | None:
     sparsity = rows[rows["kind"] == "sparsity"]
     for method in _methods(sparsity):
         mine = sparsity[sparsity["method"] == method].sort_values("width")
-        sparse_ax.plot(mine["width"], mine["sparsity"], marker="o", **_style(method))
+        sparse_ax.plot(mine["width"], mine["sparsity"], **_style(method, marker=True))
     sparse_ax.set(xscale="log", xlabel="hidden width p", ylabel="fraction of zero head weights", title="head sparsity")
     if not sparsity.empty:
         sparse_ax.set_ylim(-0.02, 1.02)
@@ -170,7 +172,7 @@ def diagnostics_figure(frame: pd.DataFrame) -> Figure | None:
     rip = rows[rows["kind"] == "rip"]
     for method in _methods(rip):
         mine = rip[rip["method"] == method].sort_values("width")
-        rip_ax.plot(mine["width"], mine["delta_k"], marker="o", **_style(method))
+        rip_ax.plot(mine["width"], mine["delta_k"], **_style(method, marker=True))
         rip_ax.plot(
             mine["width"],
             mine["coherence"],

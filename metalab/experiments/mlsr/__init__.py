@@ -50,6 +50,10 @@ Choices where the paper is silent or loose (each is a config field):
   MAML's TRPO.  λ defaults to :data:`metalab.rl.DEFAULT_LAM` per method.  The quick preset uses a
   horizon of 20 steps and 40 meta-iterations; the paper preset uses MAML's navigation set-up
   (horizon 100, 20 tasks x 20 trajectories, 500 meta-iterations, 40 evaluation trajectories).
+* Every part computes with ``threads`` = 1 torch CPU thread by default: the networks are small, and on
+  the 2-core machine the default view of the dashboard took 106 s with torch's two threads (each
+  kernel too small to share, and the second thread fighting other work for the core) against 7 s with
+  one.  Runs are reproducible for a given thread count.
 """
 
 from __future__ import annotations
@@ -69,11 +73,13 @@ from metalab.experiments.mlsr.config import (
     TASKS,
     MLSRConfig,
 )
+from metalab.experiments.mlsr.cost import estimate
 from metalab.experiments.mlsr.models import (
     MLSRContext,
     ModelSpec,
     Trained,
     adapt_predictions,
+    in_threads,
     make_learner,
     make_net,
     make_sampler,
@@ -174,7 +180,7 @@ EXPERIMENT = Experiment(
             "training",
             "iteration",
             ("task", "iteration", "train_inner_steps", "width", "query_loss", "seconds", "status"),
-            training_units,
+            in_threads(training_units),
             "meta-training query loss against meta-iteration",
             volatile=("seconds",),
         ),
@@ -182,7 +188,7 @@ EXPERIMENT = Experiment(
             "sinusoid",
             "adapt_steps",
             (*_TRAINED, "mse", "ci95", "eval_shots", "eval_tasks", "adapt_rule", "train_seconds"),
-            sinusoid_units,
+            in_threads(sinusoid_units),
             "MSE on test sinusoids against test-time steps, per inner-step count of meta-training (Figure 3)",
             volatile=("train_seconds",),
         ),
@@ -199,21 +205,21 @@ EXPERIMENT = Experiment(
                 "published_iterations",
                 "comparable",
             ),
-            published_units,
+            in_threads(published_units),
             "MAML's MSE after 1 / 5 / 10 steps beside Finn et al. 2017, Table 2",
         ),
         Part(
             "fits",
             "x",
             _FITS,
-            fits_units,
+            in_threads(fits_units),
             "fitted test sinusoids before and after test-time adaptation (Figure 2)",
         ),
         Part(
             "digits",
             "adapt_steps",
             (*_TRAINED, "accuracy", "ci95", "term", "eval_tasks", "adapt_rule", "train_seconds"),
-            digits_units,
+            in_threads(digits_units),
             "accuracy on test digit pairs against adaptation steps, short and long term (Figure 5)",
             volatile=("train_seconds",),
         ),
@@ -221,19 +227,20 @@ EXPERIMENT = Experiment(
             "diagnostics",
             "width",
             _DIAGNOSTICS,
-            diagnostics_units,
+            in_threads(diagnostics_units),
             "head sparsity, head magnitudes and restricted isometry of the support features against width",
         ),
         Part(
             "rl",
             "iteration",
             ("kind", "env", "lam", "iteration", "train_seconds"),
-            rl_units,
+            in_threads(rl_units),
             "meta-RL: returns per meta-iteration, after test-time adaptation, and navigation paths (Figure 6)",
             volatile=("train_seconds",),
         ),
     ),
     figures=plots.mlsr_figures,
     context=MLSRContext,
+    estimate=estimate,
 )
 run = EXPERIMENT.run

@@ -34,14 +34,25 @@ SPARSITY_TOL = 1e-6  # |w| below this counts as zero (soft-thresholding gives ex
 class MLSRConfig(Config):
     """Settings of the MLSR experiment; ``quick`` runs in well under a minute on 2 cores, ``paper`` at published scale."""
 
-    methods: tuple[str, ...] = param(DEFAULT_METHODS, choices=ALL_METHODS, label="methods", help="methods to compare")
+    methods: tuple[str, ...] = param(
+        DEFAULT_METHODS,
+        choices=ALL_METHODS,
+        label="methods",
+        help="methods to compare: mlsr (MLSR), maml (MAML), maml_fz (MAML-FZ = ANIL), random (random "
+        "initialisation), maml_l1 (MAML with an L1 term in its inner loop)",
+    )
     parts: tuple[str, ...] = param(
         ("training", "sinusoid", "published", "fits", "digits", "diagnostics", "rl"),
         choices=PARTS,
         help="parts of the experiment to run",
     )
     task: str = param("sinusoid", choices=TASKS, help="task family of the 'training' curves and of 'diagnostics'")
-    sinusoid: str = param("maml", choices=("maml", "mlsr"), help="sinusoid distribution (MAML's or the paper's)")
+    sinusoid: str = param(
+        "maml",
+        choices=("maml", "mlsr"),
+        label="sinusoid distribution",
+        help="MAML's (amplitude 0.1-5, phase 0-π) or the paper's (also frequency 0.5-2)",
+    )
     lam: float = param(
         0.1,
         ge=0.0,
@@ -55,14 +66,17 @@ class MLSRConfig(Config):
         ge=1,
         le=50,
         label="inner steps",
-        control=Control(high=10),
-        help="inner steps during meta-training (one panel each)",
+        help="inner steps during meta-training; several, comma-separated (e.g. 1, 5), train one model each",
     )
     ista_steps: int | None = param(
         None, ge=1, le=1000, help="MLSR recovery iterations in meta-training (None: the panel's inner steps)"
     )
-    algorithm: str = param("ista", choices=("ista", "fista"), help="MLSR's recovery algorithm")
-    loss: str = param("mse", choices=("mse", "mae"), help="MLSR's recovery loss (mae: the paper's Eq. 8)")
+    algorithm: str = param(
+        "ista", choices=("ista", "fista"), label="recovery algorithm", help="MLSR's recovery algorithm"
+    )
+    loss: str = param(
+        "mse", choices=("mse", "mae"), label="recovery loss", help="MLSR's recovery loss (mae: the paper's Eq. 8)"
+    )
     head_init: str = param("learned", choices=("learned", "zero"), help="MLSR's recovery starts from")
     shots: int = param(
         10,
@@ -100,7 +114,7 @@ class MLSRConfig(Config):
     n_fits: int = param(3, ge=1, le=20, help="test sinusoids drawn in the 'fits' part")
     fit_points: int = param(50, ge=2, le=1000, help="points on each fitted curve")
     digits: tuple[int, ...] = param(
-        tuple(range(10)), ge=0, le=9, label="digits", help="digits the pair tasks are drawn from"
+        tuple(range(10)), choices=tuple(range(10)), label="digits", help="digits the pair tasks are drawn from"
     )
     digit_shots: int = param(
         5,
@@ -112,7 +126,7 @@ class MLSRConfig(Config):
     )
     digit_query: int = param(15, ge=1, le=1000, help="query images per class of a digit-pair task")
     digit_hidden: tuple[int, ...] = param(
-        (100, 20), ge=1, le=4096, label="hidden width", help="hidden sizes of the digit network"
+        (100, 20), ge=1, le=4096, label="hidden width", help="hidden sizes of the digit network (64-h...-2)"
     )
     digit_iterations: int = param(
         200,
@@ -155,7 +169,7 @@ class MLSRConfig(Config):
     )
     rl_horizon: int = param(20, ge=1, le=1000, help="steps per episode in 'rl'")
     rl_hidden: tuple[int, ...] = param(
-        (100, 100), ge=1, le=4096, label="hidden width", help="hidden sizes of the policy's mean network"
+        (100, 100), ge=1, le=4096, label="hidden width", help="hidden sizes of the policy's mean network (2-h...-2)"
     )
     rl_inner_steps: int = param(
         1,
@@ -174,7 +188,10 @@ class MLSRConfig(Config):
     rl_paths_shown: int = param(2, ge=1, le=100, help="trajectories recorded per goal and adaptation step")
     log_every: int = param(10, ge=1, le=100_000, help="meta-iterations per 'training' record")
     device: str = param("cpu", choices=("auto", "cpu", "cuda"), help="torch device")
-    seed: int = param(0, ge=0, le=2**31 - 1, label="seed", help="random seed")
+    threads: int = param(
+        1, ge=0, le=256, help="torch CPU threads while the run computes (0: torch's own setting; one is fastest here)"
+    )
+    seed: int = param(0, ge=0, le=2**31 - 1, label="seed", control=Control(widget="number", step=1), help="random seed")
 
     presets = {
         "quick": {"meta_lr": 3e-3},

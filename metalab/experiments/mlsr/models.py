@@ -11,12 +11,14 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Iterable, Iterator
+from functools import partial
 from typing import Any
 
 import torch
 from torch import nn
 
 from metalab.core import Record, Unit, resolve_device
+from metalab.core.device import torch_threads
 from metalab.core.seeding import generator
 from metalab.data import SinusoidTasks, digit_pair_pools
 from metalab.experiments.mlsr.config import DIGIT_CLASS_SPLIT, MLSRConfig
@@ -28,8 +30,20 @@ from metalab.sparse import mlsr_gradient, recover_heads, recovery_predictions, s
 # networks, task samplers, learners
 
 
+def network_sizes(config: MLSRConfig, task: str, width: int | None = None) -> tuple[list[int], str]:
+    """(layer sizes, activation) of the task's network: 1-w-w-1 ReLU (sinusoid) or 64-h…-2 sigmoid (digits);
+    ``width`` overrides the last hidden size (``hidden`` for sinusoid, ``digit_hidden[-1]`` for digits)."""
+    if task == "sinusoid":
+        w = config.hidden if width is None else width
+        return [1, w, w, 1], "relu"
+    hidden = list(config.digit_hidden)
+    if width is not None:
+        hidden[-1] = width
+    return [64, *hidden, 2], "sigmoid"
+
+
 def make_net(config: MLSRConfig, task: str, width: int | None = None) -> MLP:
-    """The task's network with seeded initial weights: 1-w-w-1 ReLU (sinusoid) or 64-h…-2 sigmoid (digits).
+    """The task's network (:func:`network_sizes`) with seeded initial weights.
 
     Parameters
     ----------
@@ -43,14 +57,7 @@ def make_net(config: MLSRConfig, task: str, width: int | None = None) -> MLP:
     MLP
         On the config's device; every method starts from the same weights for a given (task, width, seed).
     """
-    if task == "sinusoid":
-        w = config.hidden if width is None else width
-        sizes, activation = [1, w, w, 1], "relu"
-    else:
-        hidden = list(config.digit_hidden)
-        if width is not None:
-            hidden[-1] = width
-        sizes, activation = [64, *hidden, 2], "sigmoid"
+    sizes, activation = network_sizes(config, task, width)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(generator(config.seed, f"mlsr-init-{task}-{sizes}").initial_seed()) % 2**31)
         net = MLP(sizes, activation=activation)
@@ -247,6 +254,21 @@ class MLSRContext:
             yield from work()
 
         return Unit(run, weight)
+
+
+def in_threads(units: Callable[[MLSRConfig, Any], list[Unit]]) -> Callable[[MLSRConfig, Any], list[Unit]]:
+    """A part's ``units`` whose work runs with ``config.threads`` torch CPU threads (the networks are small:
+    on a 2-core machine one thread is several times faster than two, and leaves the other core free)."""
+
+    def threaded(config: MLSRConfig, context: Any) -> list[Unit]:
+        return [Unit(partial(_threaded, config.threads, unit.work), unit.weight) for unit in units(config, context)]
+
+    return threaded
+
+
+def _threaded(threads: int, work: Callable[[], Iterable[Record]]) -> Iterator[Record]:
+    with torch_threads(threads):
+        yield from work()
 
 
 def evaluation_cost(tasks: int, steps: int, batch: int) -> float:
