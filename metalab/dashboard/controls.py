@@ -52,15 +52,17 @@ def _range(config: type[Config], name: str, kind: type) -> tuple[Any, Any]:
 IGNORED = "_controls_ignored_link_values"
 
 
-def _link_value_problem(config: type[Config], name: str, widget: str, kind: type) -> str | None:
-    """Why the URL's value for ``name`` cannot set its widget (Streamlit would drop it silently)."""
+def _link_value_problem(config: type[Config], name: str, widget: str, kind: type, shown: Any = str) -> str | None:
+    """Why the URL's value for ``name`` cannot set its widget (Streamlit would drop it silently);
+    ``shown`` is the widget's ``format_func`` (a select's link holds the text it shows)."""
     if name not in st.query_params:
         return None
     values = st.query_params.get_all(name)
     meta = config.field(name).metadata
     if widget in ("select", "multiselect"):
-        wrong = [v for v in values if v not in map(str, meta["choices"])]
-        return f"not one of {', '.join(map(str, meta['choices']))}" if wrong else None
+        choices = [str(shown(choice)) for choice in meta["choices"]]
+        wrong = [v for v in values if v not in choices]
+        return f"not one of {', '.join(choices)}" if wrong else None
     if widget == "toggle":
         return None if values[0].lower() in ("true", "false") else "not true or false"
     if widget == "text":
@@ -92,7 +94,7 @@ def control(config: type[Config], name: str, default: Any, *, where: Any = None,
     meta = config.field(name).metadata
     spec = meta["control"]
     kind, is_tuple, _ = config.field_type(name)
-    problem = _link_value_problem(config, name, widget_kind(config, name), kind)
+    problem = _link_value_problem(config, name, widget_kind(config, name), kind, options.get("format_func", str))
     if problem is not None:
         shown = ",".join(st.query_params.get_all(name))
         st.session_state.setdefault(IGNORED, []).append((name, shown, problem))
