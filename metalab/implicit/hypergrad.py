@@ -406,13 +406,19 @@ def dense_implicit_hypergradient(
     return _mean_over_tasks("implicit_dense", params, head, per_task)
 
 
+def _hessian(objective: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """``∇²objective(x)`` by reverse mode twice (``torch.func.hessian``'s forward mode makes torch load its
+    jvp decompositions through the deprecated ``torch.jit.script``, a warning on every page that runs it)."""
+    return torch.func.jacrev(torch.func.jacrev(objective))(x)
+
+
 def _newton(objective: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, steps: int) -> torch.Tensor:
     """Damped Newton on a strongly convex ``objective`` of a vector, with an Armijo backtracking line search."""
     for _ in range(steps):
         gr = torch.func.grad(objective)(x)
         if float(gr.norm()) <= 1e-14 * max(1.0, float(x.norm())):
             break
-        step = torch.linalg.solve(torch.func.hessian(objective)(x), gr)
+        step = torch.linalg.solve(_hessian(objective, x), gr)
         value, rate, scale = float(objective(x)), float(gr @ step), 1.0
         while scale > 1e-10 and float(objective(x - scale * step)) > value - 0.25 * scale * rate:
             scale *= 0.5
@@ -442,7 +448,7 @@ def _dense_task(backbone, params, head, l2: float, newton_steps: int, xs, ys, xq
 
     x = _newton(g_x, torch.cat([head["weight"].reshape(-1), head["bias"]]), newton_steps)
     df_theta, df_x = torch.func.grad(f_of, argnums=(0, 1))(params, x)
-    w = torch.linalg.solve(torch.func.hessian(g_x)(x), df_x)
+    w = torch.linalg.solve(_hessian(g_x, x), df_x)
     mixed = torch.func.jacrev(lambda th: torch.func.grad(g_of, argnums=1)(th, x))(params)
     hypergrad = {k: df_theta[k] - torch.tensordot(w, mixed[k], dims=1) for k in params}
     h = unflat(x)
