@@ -13,6 +13,8 @@ from matplotlib.figure import Figure
 
 from metalab.cli import main
 from metalab.core import ConfigError, collect
+from metalab.core.cost import GB, MB
+from metalab.core.memory import peak_rss_in_subprocess
 from metalab.experiments import get_experiment
 from metalab.experiments.memory_reduced import (
     ALL_METHODS,
@@ -254,3 +256,65 @@ def test_omniglot_is_used_when_found_and_the_one_shot_benchmark_is_scored():
     assert 0 <= one_shot[("anil", "nearest")] <= 1 and 0 <= one_shot[("anil", "head")] <= 1
     assert one_shot[("people", "published")] == pytest.approx(0.045)
     assert ("pixel_nearest", "pixels") in one_shot.index
+
+
+# ---------------------------------------------------------------------------------------------
+# the cost known before a run
+
+
+def quick(**overrides) -> MemoryReducedConfig:
+    return MemoryReducedConfig.preset("quick", **overrides)
+
+
+def test_the_estimate_grows_linearly_in_k_for_maml_as_its_recorded_graph_does():
+    """The memory part's estimate rests on the graph memory the part records: MAML's grows by the same
+    bytes per inner step in both, Algorithm 1's by none."""
+    sizes = {"parts": ("memory",), "hidden": 16, "memory_shots": 5, "dataset": "glyphs"}
+    maml = {K: EXPERIMENT.estimate(quick(**sizes, methods=("maml",), k_grid=(K,))).bytes for K in (10, 20, 40)}
+    assert maml[40] - maml[20] == pytest.approx(2 * (maml[20] - maml[10]), rel=1e-9)
+    implicit = {K: EXPERIMENT.estimate(quick(**sizes, methods=("implicit",), k_grid=(K,))).bytes for K in (10, 40)}
+    assert implicit[40] == implicit[10]
+    graph = collect(run(small(**sizes, methods=("maml",), k_grid=(10, 20), timing_repeats=1)))
+    recorded = graph.set_index("inner_steps")["graph_bytes"]
+    per_step_recorded = (recorded[20] - recorded[10]) / 10
+    per_step_estimated = (maml[20] - maml[10]) / 10
+    assert per_step_recorded <= per_step_estimated <= 2 * per_step_recorded  # RSS holds the graph and a bit more
+
+
+def test_the_issues_link_is_estimated_above_the_ten_gigabytes_it_took():
+    """K = 300, hidden 64, MAML, 5 shots drove a server to 10.4 GB: the estimate says so before running."""
+    cost = EXPERIMENT.estimate(
+        quick(parts=("memory",), k_grid=(300,), hidden=64, methods=("maml",), meta_iterations=1, memory_shots=5)
+    )
+    assert 5 * GB < cost.bytes < 20 * GB
+    assert cost.driver.startswith("K values of the memory bars, Conv-4 channels")
+    too_long = EXPERIMENT.estimate(quick(parts=("training",), meta_iterations=100_000))
+    assert too_long.seconds > 3600 and "meta-iterations" in too_long.driver
+
+
+def test_every_part_has_a_cost_and_the_page_views_fit_the_default_budget():
+    page = {"methods": ("implicit", "maml", "anil", "anil_recompute"), "shots": (1,), "timing_repeats": 3}
+    for part in ("memory", "training", "cg", "final"):
+        cost = EXPERIMENT.estimate(quick(**page, parts=(part,)))
+        assert 0 < cost.bytes < 2 * GB and 0 < cost.seconds < 60, (part, cost)
+
+
+#: configurations large enough that the run, not the interpreter, sets the peak: the memory part's MAML at
+#: K = 20 (its graph grows with K) and a vmapped meta-training of 8 tasks
+LARGE = [
+    {"parts": ("memory",), "methods": ("maml",), "k_grid": (20,), "hidden": 32, "memory_shots": 5, "dataset": "glyphs"},
+    {"parts": ("training",), "methods": ("implicit",), "shots": (5,), "hidden": 32, "meta_batch": 8,
+     "meta_iterations": 2, "eval_episodes": 1, "dataset": "glyphs"},
+]  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("overrides", LARGE, ids=["memory-maml-k20", "training-vmap-8-tasks"])
+def test_memory_estimate_is_within_a_factor_of_two_of_the_measured_peak(overrides):
+    from test_cost import measured_extra_bytes
+
+    estimate = EXPERIMENT.estimate(quick(**overrides)).bytes
+    _, measured = peak_rss_in_subprocess(measured_extra_bytes, "memory_reduced", overrides)
+    assert measured > 50 * MB  # the run, not noise, sets the peak
+    print(f"estimate {estimate / MB:.0f} MB, measured {measured / MB:.0f} MB")
+    assert measured / 2 <= estimate <= 2 * measured, f"estimate {estimate / MB:.0f} MB, measured {measured / MB:.0f} MB"

@@ -41,6 +41,7 @@ from metalab.experiments.memory_reduced.context import (
     options,
     sampler,
 )
+from metalab.experiments.memory_reduced.cost import estimate
 from metalab.experiments.memory_reduced.final import confidence_interval, final_units
 from metalab.experiments.memory_reduced.memory import memory_ratios, memory_units
 from metalab.experiments.memory_reduced.training import train, training_units
@@ -99,7 +100,18 @@ def figures(frame, config: MemoryReducedConfig | None = None) -> dict[str, Any]:
     return plots.memory_reduced_figures(frame)
 
 
-_MEMORY = ("inner_steps", "cg_steps", "ways", "shots", "queries", "hidden", "tasks", "dataset", "device")
+_MEMORY = (
+    "inner_steps",
+    "cg_steps",
+    "ways",
+    "shots",
+    "queries",
+    "hidden",
+    "tasks",
+    "timing_repeats",
+    "dataset",
+    "device",
+)
 _MEASURED = ("graph_bytes", "graph_mb", "saved_total_mb", "seconds_per_task", "cuda_peak_mb", "status")
 _RSS = ("rss_mb", "rss_extra_mb")
 _TRAINING = ("iteration", "shots", "ways", "queries", "inner_steps", "cg_steps", "dataset")
@@ -144,5 +156,6 @@ EXPERIMENT = Experiment(
     ),
     figures=figures,
     context=make_context,
+    estimate=estimate,
 )
 run = EXPERIMENT.run

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from metalab.core import Config, ConfigError, param
+from metalab.core import Config, ConfigError, Control, param
 from metalab.implicit import HYPERGRADIENTS
 from metalab.implicit.baselines import check_imaml_prox, imaml_prox_rule
 
@@ -33,28 +33,73 @@ class MemoryReducedConfig(Config):
         label="data set",
     )
     data_path: str = param("", help="folder holding Omniglot (empty: $METALAB_DATA)", label="data folder")
-    ways: int = param(5, ge=2, le=100, help="classes per episode (N-way)", label="ways N")
+    ways: int = param(5, ge=2, le=100, help="classes per episode (N-way)", label="ways N", control=Control(high=20))
     shots: tuple[int, ...] = param(
-        (1, 5), ge=1, le=19, help="support images per class; training and final run each", label="shots"
+        (1, 5), choices=range(1, 20), help="support images per class; training and final run each", label="shots"
     )
     queries: int = param(5, ge=1, le=19, help="query images per class", label="queries per class")
     hidden: int = param(
-        8, ge=1, le=256, help="Conv-4 channels (feature dimension at 28x28 input)", label="Conv-4 channels"
+        8,
+        ge=1,
+        le=256,
+        help="Conv-4 channels (feature dimension at 28x28 input)",
+        label="Conv-4 channels",
+        control=Control(high=64),
     )
     image_size: int = param(28, ge=16, le=105, help="image side in pixels", label="image side")
-    inner_steps: int = param(5, ge=0, le=1000, help="inner steps K for training and evaluation", label="inner steps K")
-    inner_lr: float = param(0.2, gt=0.0, le=100.0, help="inner-loop step size", label="inner step size α")
+    inner_steps: int = param(
+        5,
+        ge=0,
+        le=1000,
+        help="inner steps K for training and evaluation",
+        label="inner steps K",
+        control=Control(high=100),
+    )
+    inner_lr: float = param(
+        0.2,
+        gt=0.0,
+        le=100.0,
+        help="inner-loop step size",
+        label="inner step size α",
+        control=Control("number", low=0.001, high=10.0, step=0.05, format="%.3f"),
+    )
     l2: float = param(
-        0.01, ge=0.0, le=100.0, help="ridge lambda on the head inside the inner objective g", label="ridge λ"
+        0.01,
+        ge=0.0,
+        le=100.0,
+        help="ridge lambda on the head inside the inner objective g (0: no strong convexity, CG fails)",
+        label="ridge λ",
+        control=Control("number", step=0.001, format="%g"),
     )
     cg_steps: int = param(
-        10, ge=0, le=1000, help="conjugate-gradient steps N (implicit methods and iMAML)", label="CG steps N"
+        10,
+        ge=0,
+        le=1000,
+        help="conjugate-gradient steps N (implicit methods and iMAML)",
+        label="CG steps N",
+        control=Control(high=100),
     )
-    prox: float = param(1.0, gt=0.0, le=1e6, help="iMAML proximal strength", label="iMAML proximal strength")
-    meta_batch: int = param(2, ge=1, le=1024, help="tasks per meta-iteration", label="meta-batch size")
-    meta_iterations: int = param(4, ge=1, le=1_000_000, help="meta-training iterations", label="meta-iterations")
+    prox: float = param(
+        1.0,
+        gt=0.0,
+        le=1e6,
+        help="iMAML proximal strength",
+        label="iMAML proximal strength",
+        control=Control("number", low=0.01, high=1000.0, step=0.5),
+    )
+    meta_batch: int = param(
+        2, ge=1, le=1024, help="tasks per meta-iteration", label="meta-batch size", control=Control(high=32)
+    )
+    meta_iterations: int = param(
+        4, ge=1, le=1_000_000, help="meta-training iterations", label="meta-iterations", control=Control("number")
+    )
     meta_lr: float = param(
-        1e-3, gt=0.0, le=10.0, help="Adam learning rate of the meta-update", label="meta learning rate"
+        1e-3,
+        gt=0.0,
+        le=10.0,
+        help="Adam learning rate of the meta-update",
+        label="meta learning rate",
+        control=Control("number", low=1e-5, high=1.0, step=1e-4, format="%.4f"),
     )
     batch_mode: str = param(
         "vmap",
@@ -63,13 +108,28 @@ class MemoryReducedConfig(Config):
         label="tasks of a meta-batch",
     )
     eval_every: int = param(
-        2, ge=1, le=1_000_000, help="meta-iterations between test evaluations", label="evaluate every"
+        2,
+        ge=1,
+        le=1_000_000,
+        help="meta-iterations between test evaluations",
+        label="evaluate every",
+        control=Control(high=50),
     )
     eval_episodes: int = param(
-        5, ge=1, le=100_000, help="test episodes per evaluation during training", label="test episodes per evaluation"
+        5,
+        ge=1,
+        le=100_000,
+        help="test episodes per evaluation during training",
+        label="test episodes per evaluation",
+        control=Control(high=100),
     )
     final_episodes: int = param(
-        50, ge=2, le=1_000_000, help="test episodes of the final accuracy", label="final test episodes"
+        50,
+        ge=2,
+        le=1_000_000,
+        help="test episodes of the final accuracy",
+        label="final test episodes",
+        control=Control(high=600),
     )
     k_grid: tuple[int, ...] = param(
         (1, 5, 10, 20), ge=0, le=1000, help="inner steps K for the memory part", label="K values of the memory bars"
@@ -78,10 +138,20 @@ class MemoryReducedConfig(Config):
         1, ge=1, le=19, help="support images per class in the memory part", label="shots in the memory measurement"
     )
     memory_tasks: int = param(
-        1, ge=1, le=64, help="tasks per measured meta-batch in the memory part", label="tasks per measured meta-batch"
+        1,
+        ge=1,
+        le=64,
+        help="tasks per measured meta-batch in the memory part",
+        label="tasks per measured meta-batch",
+        control=Control(high=8),
     )
     timing_repeats: int = param(
-        1, ge=1, le=100, help="timed calls per memory measurement (the fastest counts)", label="timing repeats"
+        1,
+        ge=1,
+        le=100,
+        help="timed calls per memory measurement (the fastest counts)",
+        label="timing repeats",
+        control=Control(high=10),
     )
     measure_rss: bool = param(
         False, help="also measure peak RSS in a fresh subprocess per record (slow)", label="measure process memory"
@@ -93,7 +163,12 @@ class MemoryReducedConfig(Config):
         (0.0, 1e-3, 1e-2, 1e-1), ge=0.0, le=100.0, help="lambdas of the CG residual sweep", label="λ of the CG plot"
     )
     cg_max_steps: int = param(
-        40, ge=1, le=10_000, help="CG steps of the residual sweep", label="CG steps in the residual plot"
+        40,
+        ge=1,
+        le=10_000,
+        help="CG steps of the residual sweep",
+        label="CG steps in the residual plot",
+        control=Control(high=200),
     )
     cg_grid: tuple[int, ...] = param(
         (1, 2, 5, 10, 20),
@@ -124,7 +199,7 @@ class MemoryReducedConfig(Config):
         label="λ of the error sweep",
     )
     device: str = param("auto", choices=("auto", "cpu", "cuda"), help="torch device", label="device")
-    seed: int = param(0, ge=0, le=2**31 - 1, help="random seed", label="seed")
+    seed: int = param(0, ge=0, le=2**31 - 1, help="random seed", label="seed", control=Control("number"))
 
     presets = {
         "quick": {},

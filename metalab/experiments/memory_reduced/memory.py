@@ -67,6 +67,7 @@ def memory_units(config: MemoryReducedConfig, context: RunContext) -> list[Unit]
                 "queries": config.queries,
                 "hidden": config.hidden,
                 "tasks": config.memory_tasks,
+                "timing_repeats": config.timing_repeats,
                 "dataset": context.data.name,
                 "device": str(device),
                 **values,
