@@ -16,7 +16,7 @@ PAGE = "Memory_Reduced_Meta_Learning"
 TINY = "methods=implicit&methods=maml&k_grid=1,5&meta_iterations=2&eval_episodes=1&dataset=glyphs"
 
 
-def test_memory_page_draws_a_bar_per_method_and_k(dashboard, browser, tmp_path):  # noqa: F811 (the fixtures)
+def test_memory_page_draws_a_bar_per_method_and_k_then_the_cg_view(dashboard, browser, tmp_path):  # noqa: F811
     page = browser.new_page(viewport={"width": 1500, "height": 1400})
     page.goto(f"{dashboard}/{PAGE}?{TINY}")
     charts = page.get_by_test_id("stVegaLiteChart")
@@ -25,6 +25,10 @@ def test_memory_page_draws_a_bar_per_method_and_k(dashboard, browser, tmp_path):
     bars = charts.first.locator("[aria-roledescription='bar']")
     assert bars.count() == 4  # two methods at K = 1 and K = 5
     page.get_by_text("Records (CSV)").wait_for(timeout=180_000)  # the run finished and offers its records
-    assert charts.count() == 3  # memory, training, CG
+    assert charts.count() == 1  # one view, one chart
     page.screenshot(path=str(tmp_path / "memory_reduced.png"), full_page=True)
+
+    page.get_by_test_id("stButtonGroup").get_by_text("Conjugate gradient").click()
+    text = _wait_for_final_chart(page, charts, "CG on the head Hessian", timeout_s=180)
+    assert "Hypergradient error" in text and "1e-" in text  # log axes labelled in one format
     page.close()
