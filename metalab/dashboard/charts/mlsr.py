@@ -15,8 +15,10 @@ EXPERIMENT = "mlsr"
 SHAPES = {"o": "circle", "s": "square", "^": "triangle-up", "v": "triangle-down", "D": "diamond", "x": "cross"}
 #: the test-time adaptation stages drawn in the fits and trajectories (the colours of the paper's Figure 2)
 STAGE_COLOURS = {"before adaptation": "#2ca02c", "after 1 step": "#d62728", "after the last step": "#9467bd"}
-LEGEND = {"labelLimit": 0, "titleLimit": 0}
-WIDE, HALF, HEIGHT = 760, 360, 280
+#: legends under their panel, labels uncut: the figure then fits the page's column (about 850 px wide at a
+#: 1400 px window) without a side legend pushing a panel out of view
+LEGEND = {"labelLimit": 0, "titleLimit": 0, "orient": "bottom"}
+WIDE, HALF, HEIGHT = 680, 320, 260
 #: every panel keeps its own method scales and legend (panels show different methods)
 INDEPENDENT = dict.fromkeys(("color", "strokeDash", "strokeWidth", "shape"), "independent")
 
@@ -135,7 +137,7 @@ def training_chart(frame: pd.DataFrame, task: str, methods: list[str], title: al
 def curve_with_band(
     rows: pd.DataFrame, x: str, y: str, x_title: str, y_title: str, methods: list[str]
 ) -> alt.LayerChart:
-    """Mean curves per method (registry dash and marker) with their 95 % confidence bands."""
+    """Mean curves per method (registry dash, and marker up to 25 points) with their 95 % confidence bands."""
     rows = rows[["method", x, y, "ci95"]].copy()
     rows["method_label"] = rows["method"].map(label)
     rows["low"], rows["high"] = rows[y] - rows["ci95"], rows[y] + rows["ci95"]
@@ -143,7 +145,8 @@ def curve_with_band(
     base = alt.Chart(rows).encode(x=alt.X(f"{x}:Q", title=x_title, axis=alt.Axis(format="d", tickMinStep=1)))
     faint = method_encodings(methods, legend=False)["color"]  # the legend comes from the lines, drawn first
     band = base.mark_area(opacity=0.12).encode(y="low:Q", y2="high:Q", color=faint)
-    line = base.mark_line(point=alt.OverlayMarkDef(size=45, filled=True)).encode(
+    markers = alt.OverlayMarkDef(size=45, filled=True) if rows[x].nunique() <= 25 else False  # not on 100 steps
+    line = base.mark_line(point=markers).encode(
         y=alt.Y(f"{y}:Q", title=y_title, scale=alt.Scale(zero=False)),
         **looks,
         tooltip=["method_label:N", f"{x}:Q", alt.Tooltip(f"{y}:Q", format=".3g"), alt.Tooltip("ci95:Q", format=".2g")],
@@ -165,6 +168,7 @@ def fits_chart(frame: pd.DataFrame, methods: list[str]) -> alt.FacetChart | None
     truth = first[first["adapt_steps"] == 0].assign(series="ground truth", stage="truth", y_pred=first["y_true"])
     support = rows[rows["method"] == "support"].assign(series="support points", stage="support", y_pred=rows["y_true"])
     data = pd.concat([truth, curves, support], ignore_index=True)[["task_index", "x", "y_pred", "series", "stage"]]
+    data = data.round({"x": 3, "y_pred": 3})  # a third of the chart's bytes, at a resolution no screen shows
     base = alt.Chart(data).encode(
         x=alt.X("x:Q", title="x"), y=alt.Y("y_pred:Q", title="y"), tooltip=["series:N", "stage:N"]
     )
@@ -180,6 +184,7 @@ def fits_chart(frame: pd.DataFrame, methods: list[str]) -> alt.FacetChart | None
         "stage:N",
         title="stage",
         scale=alt.Scale(domain=["after the last step", "before adaptation"], range=[[], [5, 3]]),
+        legend=alt.Legend(**LEGEND),
     )
     fitted = (
         base.transform_filter("datum.stage != 'truth' && datum.stage != 'support'")
@@ -189,7 +194,7 @@ def fits_chart(frame: pd.DataFrame, methods: list[str]) -> alt.FacetChart | None
     points = base.transform_filter("datum.stage == 'support'").mark_point(filled=True, color="black", size=40)
     return (
         alt.layer(truth_line, fitted, points)
-        .properties(width=WIDE // 3 - 30, height=200)
+        .properties(width=WIDE // 3 - 20, height=200)
         .facet(column=alt.Column("task_index:N", title="test sinusoid"))
         .properties(
             title=panel_title(f"Fits on test sinusoids: before adaptation (dashed) and after {last} steps (solid)")
@@ -313,7 +318,13 @@ def results_charts(frame: pd.DataFrame, task: str, methods: list[str]) -> list:
 
 
 def task_chart(frame: pd.DataFrame, task: str, methods: list[str], title: alt.TitleParams) -> alt.VConcatChart:
-    """Everything the run of ``task`` has drawn so far as one figure (one PNG download)."""
+    """Everything the run of ``task`` has drawn so far as one figure (one PNG download).
+
+    Each panel sits in a concatenation of its own: Streamlit's ``width="stretch"`` widens every plain
+    panel of a vertical concatenation to the whole column, which pushes its axis and legend out of view;
+    it leaves nested concatenations at the widths set here.
+    """
     trained = [m for m in methods if m != "random"]
-    charts = [training_chart(frame, task, trained, title), *results_charts(frame, task, methods)]
-    return alt.vconcat(*charts, spacing=28).resolve_scale(**INDEPENDENT)
+    panels = [training_chart(frame, task, trained, title), *results_charts(frame, task, methods)]
+    kept = [panel if isinstance(panel, (alt.HConcatChart, alt.FacetChart)) else alt.hconcat(panel) for panel in panels]
+    return alt.vconcat(*kept, spacing=28).resolve_scale(**INDEPENDENT)
