@@ -18,6 +18,7 @@ from metalab.gbml import adapt_tasks, adaptation_losses, fine_tune, meta_gradien
 from metalab.nets import MLP, param_dict
 from metalab.sparse import (
     fista,
+    head_sparsity,
     ista,
     iterate_recovery,
     lipschitz_constant,
@@ -25,8 +26,10 @@ from metalab.sparse import (
     objective,
     recover_heads,
     recovery_predictions,
+    rip_estimate,
     soft_threshold,
     sparse_recovery,
+    task_rip_estimates,
 )
 from metalab.subspace import DivergenceWarning
 
@@ -323,3 +326,14 @@ def test_meta_gradients_at_any_target_scale_are_finite_or_reported(exponent, dty
     else:
         assert result.status in ("non_finite", "diverged")
         assert {HypergradientWarning, DivergenceWarning} & set(caught)
+
+
+@SETTINGS
+@given(dtype=dtypes, shape=st.tuples(st.integers(1, 6), st.integers(1, 6)), k=st.integers(1, 4))
+def test_the_diagnostics_of_all_zero_features_and_heads_are_clear(dtype, shape, k):
+    zeros = torch.zeros(shape, dtype=dtype)
+    assert head_sparsity(zeros[None]).mean_fraction == 1.0  # every weight of an all-zero head is zero
+    with pytest.raises(ValueError, match="Phi has no column with norm above zero_tol"):
+        rip_estimate(zeros, k)
+    with pytest.raises(ValueError, match="Phi has no column with norm above zero_tol"):
+        task_rip_estimates(zeros[None], k)
