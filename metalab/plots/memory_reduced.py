@@ -89,14 +89,14 @@ def cg_figure(frame: pd.DataFrame) -> Figure | None:
             res_ax.plot(group["cg_step"].iloc[-1], values.iloc[-1], "x", color=colour, markersize=10)
     res_ax.set(xlabel="CG step N", ylabel=r"$\|r_N\| / \|b\|$", yscale="log", title="CG on the head Hessian")
     res_ax.legend(fontsize=8)
-    errors = rows[rows["sweep"].isin(["inner_steps", "cg_steps"])]
+    errors = rows[rows["sweep"].isin(["inner_steps", "cg_steps"]) & (rows["steps"] > 0)]  # a log axis: K, N >= 1
     for sweep, group in errors.groupby("sweep"):
         group = group.sort_values("steps")
         label = "vs K (N large)" if sweep == "inner_steps" else "vs N (K large)"
         err_ax.plot(group["steps"], group["hypergrad_error"].clip(lower=1e-16), marker="o", label=label)
     if not errors.empty:
         err_ax.set(
-            xscale="symlog",
+            xscale="log",
             yscale="log",
             xlabel="K or N",
             ylabel="relative error vs dense IFT hypergradient",
