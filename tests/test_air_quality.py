@@ -64,7 +64,7 @@ def test_day_tasks_drop_na_rows_and_small_days(data_dir: Path) -> None:
     beta_days = ["2014-12-29", "2014-12-30", "2014-12-31", "2015-01-01"]
     assert tasks.task_ids == [("Alpha", d) for d in alpha_days] + [("Beta", d) for d in beta_days]
     assert [len(y) for y in tasks.y] == [23, 23] + [24] * 11
-    assert all(x.shape == (len(y), 21) and x.dtype == y.dtype == torch.float64 for x, y in zip(tasks.X, tasks.y))
+    assert all(x.shape == (len(y), 21) and x.dtype == y.dtype == torch.float64 for x, y in zip(tasks.X, tasks.y, strict=True))
 
     kept_day_5 = load_air_quality_tasks(data_dir, min_samples=4)
     assert ("Alpha", "2014-03-05") in kept_day_5.task_ids and len(kept_day_5) == len(tasks) + 1
@@ -110,7 +110,7 @@ def test_subsampling_is_deterministic(data_dir: Path) -> None:
     a = load_air_quality_tasks(data_dir, max_samples=10, max_tasks=5, seed=3)
     b = load_air_quality_tasks(data_dir, max_samples=10, max_tasks=5, seed=3)
     assert len(a) == 5 and all(len(y) == 10 for y in a.y)
-    assert a.task_ids == b.task_ids and all(torch.equal(x, z) for x, z in zip(a.X, b.X))
+    assert a.task_ids == b.task_ids and all(torch.equal(x, z) for x, z in zip(a.X, b.X, strict=True))
     assert load_air_quality_tasks(data_dir, max_tasks=5, seed=4).task_ids != a.task_ids
 
 
@@ -199,7 +199,7 @@ def test_real_data_full_load(real_dir: Path) -> None:
     # 1461 days x 12 stations = 17532 possible; about 17440 keep at least 8 complete hours.
     assert 16_000 < len(tasks) <= 17_532
     assert len(tasks.feature_names) == 21
-    assert all(torch.isfinite(x).all() and torch.isfinite(y).all() for x, y in zip(tasks.X, tasks.y))
+    assert all(torch.isfinite(x).all() and torch.isfinite(y).all() for x, y in zip(tasks.X, tasks.y, strict=True))
     assert 20 < np.mean([len(y) for y in tasks.y]) <= 24
 
 

@@ -76,7 +76,7 @@ def test_meta_sp_converges_linearly_without_noise(noiseless):
     # geometric decay: every 50 iterations the error shrinks by a large factor
     assert all(sines[k + 50] < 0.3 * sines[k] for k in (50, 100, 150, 200))
     assert [h["iteration"] for h in history] == list(range(len(history)))
-    assert all(b["seconds"] >= a["seconds"] for a, b in zip(history, history[1:]))
+    assert all(b["seconds"] >= a["seconds"] for a, b in zip(history, history[1:], strict=False))  # consecutive pairs
 
 
 def test_meta_sp_plateaus_at_a_noise_floor():
