@@ -154,8 +154,7 @@ def _run(args: argparse.Namespace) -> int:
 
     experiment = get_experiment(args.experiment)
     config = experiment.config.preset(args.preset, **parse_assignments(args.set))
-    if experiment.estimate is not None:
-        _check_memory(experiment.estimate(config), ignore=args.ignore_cost, quiet=args.quiet)
+    _check_memory(experiment.estimate(config), ignore=args.ignore_cost, quiet=args.quiet)
     folder = RunFolder(Path(args.out), force=args.force)
     records = []
     try:

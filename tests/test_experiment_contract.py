@@ -44,6 +44,8 @@ def test_experiment_declares_the_contract(quick_run):
     experiment, _, _ = quick_run
     assert isinstance(experiment, Experiment)
     assert isinstance(experiment.paper, Paper) and experiment.paper.title and experiment.paper.claims
+    quick = experiment.estimate(experiment.config.preset("quick"))
+    assert quick.bytes > 0 and quick.seconds > 0 and quick.driver
     assert experiment.paper.markdown().startswith(f"# {experiment.paper.title}")
     assert {"quick", "paper"} <= set(experiment.config.presets)
     assert len(set(experiment.part_names)) == len(experiment.parts)

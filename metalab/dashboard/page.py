@@ -100,8 +100,6 @@ def run_view(experiment: Experiment, config: Config, view: View) -> lab.RunResul
 def over_budget(experiment: Experiment, config: Config) -> str | None:
     """Why this server will not run ``config`` live (its estimated cost is over the server's budget,
     which the URL cannot change), or None."""
-    if experiment.estimate is None:
-        return None
     cost = experiment.estimate(config)
     refusal = Budget.from_environment().refusal(cost)
     if refusal is None:

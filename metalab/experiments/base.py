@@ -157,10 +157,10 @@ class Experiment:
     config: type[Config]
     parts: tuple[Part, ...]
     figures: Callable[[pd.DataFrame], dict[str, Any]]
+    #: ``estimate(config)``: the run's :class:`~metalab.core.cost.Cost` before it starts
+    estimate: Callable[[Any], Cost]
     #: ``context(config)``: the typed state the parts share during one run (None when they share none)
     context: Callable[[Any], Any] = _no_context
-    #: ``estimate(config)``: the run's :class:`~metalab.core.cost.Cost` before it starts
-    estimate: Callable[[Any], Cost] | None = None  # TRANSITION: required once every experiment has one
 
     @property
     def part_names(self) -> tuple[str, ...]:
