@@ -21,7 +21,7 @@ MODULES = (
     "metalab.subspace.meta_sp",
     "metalab.subspace.metrics",
     "metalab.subspace.registry",
-    "metalab.subspace.result",
+    "metalab.sparse.ista",
     "metalab.subspace.tasks",
     "metalab.data.linear",
     "metalab.data.air_quality",
@@ -29,6 +29,7 @@ MODULES = (
     "metalab.core.config",
     "metalab.core.device",
     "metalab.core.records",
+    "metalab.core.results",
     "metalab.core.seeding",
     "metalab.experiments.base",
 )

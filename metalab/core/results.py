@@ -18,6 +18,32 @@ import torch
 BATCH_MODES = ("vmap", "sequential")
 
 
+#: an objective this many times its starting value means an iteration has blown up
+BLOW_UP = 1e10
+
+
+class DivergenceWarning(RuntimeWarning):
+    """An iterative method (Meta-SP and the subspace baselines, ISTA/FISTA) produced non-finite or
+    exploding iterates (an objective ``BLOW_UP`` times its start) and was stopped.
+
+    The result then holds the last finite iterate, with ``converged=False`` (or ``status="diverged"``).
+
+    Examples
+    --------
+    A step size far above 1/L makes Meta-SP's gradient step expand instead of contract:
+
+    >>> import warnings
+    >>> from metalab.data.linear import hps_tasks
+    >>> from metalab.subspace import meta_subspace_pursuit
+    >>> tasks = hps_tasks(d=10, rank=2, n_tasks=30, n_samples=20, seed=0)
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     result = meta_subspace_pursuit(tasks.X, tasks.y, rank=2, step_size=10.0)
+    >>> [warning.category.__name__ for warning in caught], result.converged
+    (['DivergenceWarning'], False)
+    """
+
+
 class HypergradientWarning(RuntimeWarning):
     """A hypergradient came out non-finite (e.g. the inner loop diverged); it was replaced by zeros."""
 

@@ -19,7 +19,7 @@ piecewise linear).
 A step size above the stability bound (η > 2/L for ISTA, η > 1/L can already be too much for FISTA's
 momentum) makes the iterates grow geometrically.  The iteration watches for it: an iterate that is not
 finite, or whose data term exceeds ``BLOW_UP`` times the larger of the objective at the start and the
-data term at zero, stops the run with a :class:`~metalab.subspace.DivergenceWarning`; the result then
+data term at zero, stops the run with a :class:`~metalab.core.results.DivergenceWarning`; the result then
 holds the last iterate within bounds with ``status="diverged"``, never NaN.
 """
 
@@ -34,7 +34,7 @@ from typing import Any
 import torch
 
 from metalab.core.checks import check_choice, check_int, check_number
-from metalab.subspace.result import BLOW_UP, DivergenceWarning
+from metalab.core.results import BLOW_UP, DivergenceWarning
 
 RECOVERY_LOSSES = ("mse", "mae")
 ALGORITHMS = ("ista", "fista")

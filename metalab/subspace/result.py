@@ -16,33 +16,11 @@ from dataclasses import dataclass
 
 import torch
 
+from metalab.core.results import BLOW_UP, DivergenceWarning
 from metalab.subspace.metrics import subspace_distance
 
 #: a run whose last objective is this many times its first did not descend: it is not converged
 GROWTH = 10.0
-# An objective this many times its starting value means the iteration has blown up.
-BLOW_UP = 1e10
-
-
-class DivergenceWarning(RuntimeWarning):
-    """An iterative subspace method produced non-finite or exploding iterates and was stopped.
-
-    The result then holds the last finite iterate, with ``converged=False``.
-
-    Examples
-    --------
-    A step size far above 1/L makes Meta-SP's gradient step expand instead of contract:
-
-    >>> import warnings
-    >>> from metalab.data.linear import hps_tasks
-    >>> from metalab.subspace import meta_subspace_pursuit
-    >>> tasks = hps_tasks(d=10, rank=2, n_tasks=30, n_samples=20, seed=0)
-    >>> with warnings.catch_warnings(record=True) as caught:
-    ...     warnings.simplefilter("always")
-    ...     result = meta_subspace_pursuit(tasks.X, tasks.y, rank=2, step_size=10.0)
-    >>> [warning.category.__name__ for warning in caught], result.converged
-    (['DivergenceWarning'], False)
-    """
 
 
 @dataclass

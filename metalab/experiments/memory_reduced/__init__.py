@@ -95,8 +95,8 @@ NAME = "memory_reduced"
 TITLE = PAPER.title
 
 
-def figures(frame, config: MemoryReducedConfig | None = None) -> dict[str, Any]:
-    """Every figure the records allow, keyed by part name (``config`` is ignored: the records suffice)."""
+def figures(frame) -> dict[str, Any]:
+    """Every figure the records allow, keyed by part name."""
     return plots.memory_reduced_figures(frame)
 
 

@@ -161,9 +161,8 @@ def published_table(frame) -> Any:
     return rows[["adapt_steps", "published_mse", "mse", "ci95", "ratio", "comparable"]].set_index("adapt_steps")
 
 
-def figures(frame, config: MLSRConfig | None = None) -> dict[str, Any]:
-    """Every figure the records allow, keyed by part name (``config`` is not read: TRANSITION, the CLI
-    passed it until the contract's ``figures(frame)``)."""
+def figures(frame) -> dict[str, Any]:
+    """Every figure the records allow, keyed by part name."""
     return plots.mlsr_figures(frame)
 
 
