@@ -144,7 +144,7 @@ class Experiment:
     >>> paper = Paper("A Paper", "A. Author", "NeurIPS", 2024, "", "Does it count?", ("It counts.",), "Count.")
     >>> counting = Experiment(
     ...     "counting", paper, CountConfig, (Part("count", x="i", columns=("i",), units=count_units),),
-    ...     figures=lambda frame: {},
+    ...     figures=lambda frame: {}, estimate=lambda config: Cost(1e3 * config.n, 1e-6 * config.n),
     ... )
     >>> [(record.step, record.progress) for record in counting.run()]  # the quick preset: n = 2
     [(0, 0.0), (1, 1.0)]
