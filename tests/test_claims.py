@@ -69,6 +69,9 @@ def test_a_failing_table_names_the_entries_by_their_labels():
         check("sin-theta", table, [[0.144, 0.047], [0.686, 0.2]], rel=0.1)
     with pytest.raises(AssertionError, match="at Meta-SP: measured 0.144"):
         check("one column", table["m=5"], [0.2, 0.686], rel=0.1)
+    by_size = pd.Series([1.47, 1.15], index=pd.MultiIndex.from_tuples([("pca", 10), ("pca", 60)]))
+    with pytest.raises(AssertionError, match=r"at \('pca', 10\): measured 1.47"):
+        check("numpy labels print as Python's", by_size, [1.58, 1.15], rel=0.05)
 
 
 def test_nan_matches_only_nan():

@@ -38,12 +38,19 @@ def _tolerance_text(rel: float | None, abs: float | None) -> str:
     return ", ".join(parts)
 
 
+def _plain(label):
+    """A table label as Python writes it (``('pca', 10)``, not ``('pca', np.int64(10))``)."""
+    if isinstance(label, tuple):
+        return tuple(_plain(part) for part in label)
+    return label.item() if isinstance(label, np.generic) else label
+
+
 def _where(value, index: tuple[int, ...]):
     """The row (and column) labels of ``index`` when ``value`` is a pandas table, else the position."""
     if isinstance(value, pd.DataFrame):
-        return value.index[index[0]], value.columns[index[1]]
+        return _plain((value.index[index[0]], value.columns[index[1]]))
     if isinstance(value, pd.Series):
-        return value.index[index[0]]
+        return _plain(value.index[index[0]])
     return index
 
 
