@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -164,7 +165,7 @@ def test_stop_keeps_what_was_drawn(dashboard, browser, tmp_path):
     # a long run (tens of seconds): Meta-SP streams one record per iteration of 1000
     page = browser.new_page(viewport={"width": 1400, "height": 1300})
     page.goto(f"{dashboard}/{PAGE}?n_tasks=500&d=100&max_iter=1000&methods=meta_sp&methods=nuclear_norm")
-    page.get_by_text("Running:").wait_for(timeout=60_000)
+    page.get_by_text(re.compile(r"^Running ")).first.wait_for(timeout=60_000)
     page.get_by_test_id("stVegaLiteChart").first.wait_for(timeout=30_000)
     page.wait_for_timeout(1500)  # let a few redraws happen
     page.get_by_role("button", name="Stop").click()
