@@ -74,9 +74,8 @@ def measure(page, act, timeout: float) -> tuple[float | None, float | None]:
         now = time.perf_counter() - start
         if first is None and chart_text(page) not in ("", before):
             first = now
-        if now > 0.3 and finished(page):
+        if first is not None and finished(page):  # the old run's "Done" stays until the chart changes
             done = now
-            first = first if first is not None else (now if chart_text(page) else None)
             break
         page.wait_for_timeout(50)
     return first, done
