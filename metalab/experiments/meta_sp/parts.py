@@ -15,6 +15,7 @@ import torch
 from metalab.core import Record, Stopwatch, Unit, resolve_device
 from metalab.data import LinearTasks, find_air_quality_dir, hps_tasks, load_air_quality_tasks
 from metalab.experiments.meta_sp.config import EXPECTED_SLOPES, MetaSPConfig
+from metalab.experiments.meta_sp.cost import fit_cost
 from metalab.subspace import METHODS, SubspaceResult, few_shot_mse, fit, iterate_meta_subspace_pursuit, sin_theta
 
 # --------------------------------------------------------------------------------------------
@@ -131,8 +132,11 @@ def samples_units(config: MetaSPConfig, context: None) -> list[Unit]:
 
         return run_unit
 
-    # a fit's cost grows with the samples it reads
-    return [Unit(unit(m, r), weight=m) for m in config.samples_grid for r in range(config.repeats)]
+    def weight(m: int) -> float:  # the estimated seconds of one instance's fits (the progress bar's share)
+        shape = {"T": config.n_tasks, "m": m, "d": config.d, "s": config.rank, "max_iter": config.max_iter}
+        return max(sum(fit_cost(method, **shape).seconds for method in config.methods), 1e-6)  # the oracle's is 0
+
+    return [Unit(unit(m, r), weight=weight(m)) for m in config.samples_grid for r in range(config.repeats)]
 
 
 def rank_units(config: MetaSPConfig, context: None) -> list[Unit]:
