@@ -230,7 +230,7 @@ def live_run(
     state = {"progress": 0.0, "seconds": 0.0, "warnings": []}
     running[key] = (rows, state)
     with status:
-        left, right = st.columns([5, 1], vertical_alignment="center")
+        left, right = st.columns([3, 1], vertical_alignment="center")  # room for the button at 800 px
         bar_slot = left.empty()
         bar = bar_slot.progress(0.0, text="Starting…")
         stop_slot = right.empty()
@@ -264,7 +264,7 @@ def _show_stopped(status: Any, target: Any, stopped: RunResult, draw: Callable, 
     if not stopped.frame.empty:
         draw(target, stopped.frame, False)
     with status:
-        left, right = st.columns([5, 1], vertical_alignment="center")
+        left, right = st.columns([3, 1], vertical_alignment="center")  # room for the button at 800 px
         left.warning(
             f"Stopped at {stopped.progress:.0%}: showing the {len(stopped.frame)} records drawn before the stop.",
             icon=":material/stop_circle:",
