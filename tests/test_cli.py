@@ -9,6 +9,7 @@ import json
 
 import pandas as pd
 import pytest
+from replaced_run import replaced_run
 
 from metalab.cli import main
 from metalab.core.output import RunFolder
@@ -74,11 +75,8 @@ def test_an_interrupted_run_keeps_every_finished_record(tmp_path, monkeypatch, c
                 raise KeyboardInterrupt
             yield record
 
-    object.__setattr__(experiment, "run", interrupted)
-    try:
+    with replaced_run(experiment, interrupted):
         code = main(["run", "meta_sp", "--out", str(tmp_path), *TINY])
-    finally:
-        object.__delattr__(experiment, "run")
     assert code == 130
     err = capsys.readouterr().err
     assert "interrupted at" in err and "kept the 7 finished records" in err

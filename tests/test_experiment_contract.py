@@ -11,6 +11,7 @@ import math
 
 import pandas as pd
 import pytest
+from replaced_run import replaced_run
 
 from metalab.cli import main
 from metalab.core import ConfigError, Record
@@ -32,11 +33,8 @@ def quick_run(request, tmp_path_factory):
             yield record
 
     # the CLI runs the experiment object get_experiment returns; watch its records on the way through
-    object.__setattr__(experiment, "run", recording_run)
-    try:
+    with replaced_run(experiment, recording_run):
         assert main(["run", request.param, "--out", str(out), "--quiet"]) == 0
-    finally:
-        object.__delattr__(experiment, "run")
     return experiment, out, records
 
 
