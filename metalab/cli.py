@@ -22,7 +22,7 @@ from importlib import resources
 from pathlib import Path
 
 from metalab.core import ConfigError, collect, parse_assignments
-from metalab.core.cost import Cost, available_bytes, describe_bytes
+from metalab.core.cost import Cost, available_bytes, check_allocation, describe_bytes
 from metalab.core.output import RunFolder, json_safe
 from metalab.experiments import EXPERIMENTS, get_experiment
 
@@ -111,12 +111,10 @@ def _show(args: argparse.Namespace) -> int:
 def _check_memory(cost: Cost, *, ignore: bool, quiet: bool) -> None:
     """Refuse a run whose estimated peak memory is above what the machine has available now (unless
     ``ignore``); warn above half of it; say what the run will cost."""
+    if not ignore:
+        advice = f"lower {cost.driver or 'its sizes'}, or pass --ignore-cost to try anyway"
+        check_allocation("this run", cost.bytes, advice)
     available = available_bytes()
-    if cost.bytes > available and not ignore:
-        raise MemoryError(
-            f"this run would need {describe_bytes(cost.bytes)} of memory and {describe_bytes(available)} "
-            f"are available: lower {cost.driver or 'its sizes'}, or pass --ignore-cost to try anyway"
-        )
     if cost.bytes > available / 2:
         print(
             f"metalab: warning: this run may need {describe_bytes(cost.bytes)} of the "

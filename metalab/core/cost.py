@@ -61,14 +61,14 @@ def available_bytes() -> float:
     return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
 
 
-def check_allocation(what: str, n_bytes: float) -> None:
-    """Raise MemoryError, naming ``what`` and the sizes, before allocating ``n_bytes`` that the machine
-    does not have available (instead of the allocator's traceback or the kernel's OOM killer)."""
+def check_allocation(what: str, n_bytes: float, advice: str = "lower its sizes") -> None:
+    """Raise MemoryError, naming ``what``, the sizes and ``advice``, before allocating ``n_bytes`` that the
+    machine does not have available (instead of the allocator's traceback or the kernel's OOM killer)."""
     available = available_bytes()
     if n_bytes > available:
         raise MemoryError(
-            f"{what} would take {describe_bytes(n_bytes)} and {describe_bytes(available)} are available; "
-            "lower its sizes"
+            f"{what} would take {describe_bytes(n_bytes)} of memory and {describe_bytes(available)} are "
+            f"available: {advice}"
         )
 
 
