@@ -203,8 +203,8 @@ class Config:
     (2, 'mom')
     >>> Demo(rank="5").replace(method="mom").to_dict()  # strings are converted to the field's type
     {'rank': 5, 'method': 'mom'}
-    >>> Demo.label("rank"), Demo.allowed("rank"), Demo.allowed("method")
-    ('rank s', 'a finite number >= 1 and <= 20', "one of 'meta_sp', 'mom'")
+    >>> Demo.label("rank"), Demo.label("method")  # a field without a label reads as its name
+    ('rank s', 'method')
     >>> Demo.describe()["rank"]
     'subspace dimension (a finite number >= 1 and <= 20)'
     >>> Demo(rank=30)
@@ -323,27 +323,6 @@ class Config:
         """(element type, is a tuple, accepts None) of field ``name``."""
         cls.field(name)
         return _base_type(typing.get_type_hints(cls)[name])
-
-    @classmethod
-    def allowed(cls, name: str) -> str:
-        """What field ``name`` allows, in words (as error messages say it).
-
-        Parameters
-        ----------
-        name : str
-            A field of this config.
-
-        Returns
-        -------
-        str
-            E.g. ``"a finite number >= 1 and <= 20"`` or ``"one of 'zero', 'spectral'"``.
-
-        Raises
-        ------
-        ConfigError
-            When ``name`` is not a field.
-        """
-        return _allowed_text(cls.field(name).metadata)
 
     @classmethod
     def describe(cls) -> dict[str, str]:
