@@ -1,9 +1,9 @@
 """How fast the dashboard answers, measured in Chromium: per page, the time to the first chart and to the
 finished view, for the default view of a fresh visit and after moving each main slider.
 
-    .venv/bin/python benchmarks/dashboard.py [--pages meta_sp,mlsr] [--port 8765] [--timeout 600]
+    .venv/bin/python benchmarks/dashboard.py [--pages meta_sp,mlsr] [--timeout 600]
 
-Starts `metalab app` on a free port, drives Debian's Chromium with Playwright, prints one row per
+Starts `metalab app` on a free port (:func:`metalab.dashboard.server.serve`), drives Debian's Chromium with Playwright, prints one row per
 measurement against the goals (first chart within 1 s of a control change, default view done within
 5 s), and stops the server.  Each page's main sliders are its config fields offered as sliders, in the
 order the page draws them (at most ``--controls`` of them).
@@ -12,44 +12,19 @@ order the page draws them (at most ``--controls`` of them).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 
 from playwright.sync_api import sync_playwright
 
 from metalab.dashboard import PAGES
 from metalab.dashboard.controls import widget_kind
+from metalab.dashboard.server import serve
 from metalab.experiments import get_experiment
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
 GOAL_FIRST_CHART = 1.0
 GOAL_DEFAULT_DONE = 5.0
-
-
-@contextlib.contextmanager
-def dashboard(port: int):
-    server = subprocess.Popen(
-        [sys.executable, "-m", "metalab.cli", "app", "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(240):
-            with contextlib.suppress(OSError), urllib.request.urlopen(f"{base}/_stcore/health", timeout=2):
-                break
-            time.sleep(0.25)
-        yield base
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=20)
 
 
 def chart_text(page) -> str:
@@ -97,19 +72,13 @@ def cell(value: float | None, goal: float) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pages", default=",".join(PAGES))
-    parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--controls", type=int, default=3)
     parser.add_argument("--timeout", type=float, default=600)
     args = parser.parse_args()
-    port = args.port
-    if not port:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
     print(f"dashboard timings in Chromium; goals: first chart <= {GOAL_FIRST_CHART} s after a change, default view")
     print(f"done <= {GOAL_DEFAULT_DONE} s; * = goal missed; {os.cpu_count()} CPUs")
     print(f"{'page':16s} {'action':34s} {'first chart s':>14s} {'done s':>9s}")
-    with dashboard(port) as base, sync_playwright() as playwright:
+    with serve() as base, sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
         for name in args.pages.split(","):
             page = browser.new_page(viewport={"width": 1400, "height": 1100})

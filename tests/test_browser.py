@@ -6,19 +6,15 @@ Needs Debian's ``chromium`` (``apt-get install chromium``); skipped without it, 
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+
+from metalab.dashboard.server import serve
 
 pytestmark = pytest.mark.browser
 
@@ -46,58 +42,11 @@ def _chromium() -> str:
     return path
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextlib.contextmanager
-def serve_dashboard(python: str, cwd: Path, log_path: Path, env: dict[str, str] | None = None):
-    """`python -m metalab.cli app` on a free localhost port; yields its base URL once it answers and
-    always stops it (the whole process group: `metalab app` runs streamlit as a child)."""
-    port = _free_port()
-    with log_path.open("w") as log:
-        server = subprocess.Popen(
-            [python, "-m", "metalab.cli", "app", "--port", str(port)],
-            cwd=cwd,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        base = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                if server.poll() is not None:
-                    pytest.fail(f"the dashboard exited with {server.returncode}:\n{log_path.read_text()}")
-                try:
-                    with urllib.request.urlopen(f"{base}/_stcore/health", timeout=2) as answer:
-                        if answer.status == 200:
-                            break
-                except OSError:
-                    pass
-                if time.monotonic() > deadline:
-                    pytest.fail("the dashboard did not answer within 60 s")
-                time.sleep(0.25)
-            yield base
-        finally:
-            try:
-                os.killpg(server.pid, signal.SIGTERM)
-                server.wait(timeout=10)
-            except ProcessLookupError:
-                pass
-            except subprocess.TimeoutExpired:
-                os.killpg(server.pid, signal.SIGKILL)
-                server.wait(timeout=10)
-
-
 @pytest.fixture(scope="module")
 def dashboard(repo_root: Path, tmp_path_factory: pytest.TempPathFactory):
     """`metalab app` from the checkout (one server for this module); yields its base URL."""
     log_path = tmp_path_factory.mktemp("dashboard") / "server.log"
-    with serve_dashboard(sys.executable, repo_root, log_path) as base:
+    with serve(cwd=repo_root, log_path=log_path) as base:
         yield base
 
 

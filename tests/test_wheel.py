@@ -9,9 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_browser import browser, serve_dashboard  # noqa: F401 - the Chromium fixture, used by name
+from test_browser import browser  # noqa: F401 - the Chromium fixture, used by name
 
 from metalab.dashboard import PAGES
+from metalab.dashboard.server import serve
 from metalab.experiments import get_experiment
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -52,7 +53,7 @@ def test_metalab_notebooks_copies_the_shipped_notebooks(installed, tmp_path):
 
 
 def test_the_installed_dashboard_serves_every_page(installed, browser, tmp_path):  # noqa: F811
-    with serve_dashboard(sys.executable, tmp_path, tmp_path / "server.log", env=installed) as base:
+    with serve(sys.executable, cwd=tmp_path, log_path=tmp_path / "server.log", env=installed) as base:
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(base)
         page.get_by_role("heading", name="metalab", exact=True).wait_for(timeout=60_000)
