@@ -4,8 +4,10 @@ metalab app [--port 8501] [--address 127.0.0.1]
 metalab lab [--port 8888] [--folder DIR] [JupyterLab options, e.g. --no-browser]
 metalab notebooks DIR [--force]
 metalab list
+metalab data
 metalab show EXPERIMENT [--preset quick]
 metalab run EXPERIMENT [--preset quick|paper] [--set key=value ...] [--out DIR] [--force]
+metalab reproduce EXPERIMENT|all [--restart] [--out DIR] [--device auto]
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pathlib import Path
 from metalab.core import ConfigError, collect, parse_assignments
 from metalab.core.cost import Cost, available_bytes, check_allocation, describe_bytes
 from metalab.core.output import RunFolder, json_safe
+from metalab.data.locations import report as data_report
 from metalab.experiments import EXPERIMENTS, get_experiment
 
 
@@ -94,6 +97,11 @@ def _list(args: argparse.Namespace) -> int:
     for name in sorted(EXPERIMENTS):
         experiment = get_experiment(name)
         print(f"{name:16s} {experiment.paper.title}  (parts: {', '.join(experiment.part_names)})")
+    return 0
+
+
+def _data(args: argparse.Namespace) -> int:
+    print(data_report())
     return 0
 
 
@@ -192,6 +200,15 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reproduce(args: argparse.Namespace) -> int:
+    from metalab.reproduce import reproduce_all
+
+    names = sorted(EXPERIMENTS) if args.experiment == "all" else [args.experiment]
+    out = Path(args.out) if args.out else None
+    reproduce_all(names, out, device=args.device, restart=args.restart, log=lambda line: print(line, flush=True))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="metalab", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -216,6 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
     notebooks.set_defaults(handler=_notebooks)
 
     commands.add_parser("list", help="list the experiments").set_defaults(handler=_list)
+    commands.add_parser(
+        "data", help="list the real data sets: where each was found (search path) and which labs use it"
+    ).set_defaults(handler=_data)
 
     show = commands.add_parser("show", help="show an experiment's settings and what each one allows")
     show.add_argument("experiment", choices=sorted(EXPERIMENTS))
@@ -240,6 +260,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.set_defaults(handler=_run)
+
+    reproduce = commands.add_parser(
+        "reproduce",
+        help="run the paper preset into results/<experiment>/ with provenance; an interrupted run resumes",
+    )
+    reproduce.add_argument("experiment", choices=[*sorted(EXPERIMENTS), "all"])
+    reproduce.add_argument(
+        "--restart", action="store_true", help="discard what the folder holds (else resume it, same config only)"
+    )
+    reproduce.add_argument("--resume", dest="restart", action="store_false", help="resume (the default)")
+    reproduce.add_argument("--out", help="folder of the results (default: the checkout's results/; <out>/<experiment>)")
+    reproduce.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="torch device")
+    reproduce.set_defaults(handler=_reproduce)
     return parser
 
 

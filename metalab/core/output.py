@@ -5,6 +5,11 @@ so an interrupted run keeps every finished record; the final files (``records.cs
 one PNG per figure) are written to a temporary file and renamed into place, so a reader sees the old
 file or the whole new one, never half of one.  A failed append (a full disk) cuts the stream back to its
 last whole line.
+
+A resumed run (``resume=True``) keeps the stream of an interrupted one and appends to it; a partial
+last line (a write cut by a kill) is dropped first, so :func:`read_stream` sees whole lines only.
+Besides records, a stream may hold other JSON lines (``write_line``), e.g. the marks of finished units
+that ``metalab reproduce`` resumes from.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from metalab.core.records import Record
 
 STREAM = "records.jsonl"
 #: files a run writes; a folder holding any of them holds a run
-RUN_FILES = (STREAM, "records.csv", "records.json")
+RUN_FILES = (STREAM, "records.csv", "records.csv.gz", "records.json")
 
 
 def json_safe(value: Any) -> Any:
@@ -48,6 +53,24 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
         raise
 
 
+def read_stream(path: Path) -> list[dict[str, Any]]:
+    """The whole JSON lines of the stream file ``path`` (none when it is missing); a partial last line,
+    without its newline, is left out."""
+    if not path.exists():
+        return []
+    whole = path.read_bytes().rpartition(b"\n")[0]
+    return [json.loads(line) for line in whole.splitlines() if line.strip()]
+
+
+def _cut_to_last_line(path: Path) -> None:
+    """Truncate ``path`` after its last newline (a line cut short by a kill is dropped)."""
+    data = path.read_bytes()
+    whole = data.rpartition(b"\n")[0] + b"\n" if b"\n" in data else b""
+    if len(whole) != len(data):
+        with path.open("r+b") as file:
+            file.truncate(len(whole))
+
+
 class RunFolder:
     """The output folder of one ``metalab run``.
 
@@ -58,29 +81,37 @@ class RunFolder:
         unless ``force``, which first removes that run's files (records and PNG figures).
     force:
         Overwrite an earlier run in ``path``.
+    resume:
+        Continue the stream of an interrupted run in ``path`` (its partial last line dropped).
     """
 
-    def __init__(self, path: Path, *, force: bool = False):
+    def __init__(self, path: Path, *, force: bool = False, resume: bool = False):
         self.path = Path(path)
         if self.path.exists() and not self.path.is_dir():
             raise NotADirectoryError(f"--out {self.path} is a file, not a folder")
         self.path.mkdir(parents=True, exist_ok=True)
         earlier = [self.path / name for name in RUN_FILES if (self.path / name).exists()]
-        if earlier and not force:
+        if earlier and not (force or resume):
             raise FileExistsError(
                 f"--out {self.path} already holds a run ({earlier[0].name}): choose another folder or add --force"
             )
         if force:
             for stale in [*earlier, *self.path.glob("*.png")]:
                 stale.unlink()
+        if resume and (self.path / STREAM).exists():
+            _cut_to_last_line(self.path / STREAM)
         self.count = 0
         self._stream = (self.path / STREAM).open("ab")
         self._good_bytes = self._stream.tell()
 
-    def append(self, record: Record) -> None:
-        """Append one record as a JSON line and flush it; a failed write is cut back to the last line."""
-        row = {**record.as_row(), "progress": record.progress}
-        line = (json.dumps({k: json_safe(v) for k, v in row.items()}, default=str) + "\n").encode()
+    def append(self, record: Record, **tags: Any) -> None:
+        """Append one record (after the ``tags`` columns) as a JSON line and flush it."""
+        self.write_line({**tags, **record.as_row(), "progress": record.progress})
+        self.count += 1
+
+    def write_line(self, entry: dict[str, Any]) -> None:
+        """Append ``entry`` as one JSON line and flush it; a failed write is cut back to the last line."""
+        line = (json.dumps({k: json_safe(v) for k, v in entry.items()}, default=str) + "\n").encode()
         try:
             self._stream.write(line)
             self._stream.flush()
@@ -88,7 +119,6 @@ class RunFolder:
             self._stream.truncate(self._good_bytes)
             raise
         self._good_bytes += len(line)
-        self.count += 1
 
     def finish(self, files: Iterable[tuple[str, Callable[[IO[bytes]], None]]]) -> list[str]:
         """Write the final ``(name, write)`` files atomically, then drop the stream, whose records they
