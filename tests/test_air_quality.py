@@ -136,6 +136,8 @@ def test_find_dir_accepts_folder_parent_and_environment(data_dir: Path, monkeypa
     assert find_air_quality_dir(data_dir) == data_dir
     assert find_air_quality_dir(data_dir.parent) == data_dir
     monkeypatch.delenv("METALAB_DATA", raising=False)
+    monkeypatch.chdir(data_dir)  # ./data and ~/.cache/metalab, the rest of the search path, hold nothing
+    monkeypatch.setenv("HOME", str(data_dir))
     assert find_air_quality_dir() is None
     monkeypatch.setenv("METALAB_DATA", str(data_dir.parent))
     assert find_air_quality_dir() == data_dir
@@ -147,7 +149,9 @@ def test_missing_data_error_says_where_and_how(tmp_path: Path, monkeypatch: pyte
         load_air_quality_tasks(tmp_path / "nowhere")
     assert str(tmp_path / "nowhere") in str(error.value) and "generated data" in str(error.value)
     monkeypatch.delenv("METALAB_DATA", raising=False)
-    with pytest.raises(FileNotFoundError, match="no path given, METALAB_DATA is unset"):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match=r"looked in .*/data, .*/\.cache/metalab"):
         load_air_quality_tasks()
 
 

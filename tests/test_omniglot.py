@@ -96,7 +96,9 @@ def test_extracted_folders_and_conflicting_duplicates(small_sets, tmp_path):
 
 def test_missing_data_and_bad_sets(tmp_path, monkeypatch):
     monkeypatch.delenv("METALAB_DATA", raising=False)
-    with pytest.raises(FileNotFoundError, match=r"looked in nowhere .*METALAB_DATA.*download=True"):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match=r"looked in .*/data, .*/\.cache/metalab.*METALAB_DATA.*download=True"):
         load_omniglot()
     with pytest.raises(FileNotFoundError, match=r"no Omniglot image sets found; looked in .*empty"):
         load_omniglot(tmp_path / "empty")

@@ -2,7 +2,8 @@
 
 The data (Zhang et al., Proc. R. Soc. A 2017; UCI id 501, CC BY 4.0) are twelve hourly CSV files,
 ``PRSA_Data_<station>_20130301-20170228.csv.gz``, which a user downloads; nothing here ships them.
-:func:`find_air_quality_dir` locates them (a path argument, else ``$METALAB_DATA``) and
+:func:`find_air_quality_dir` locates them (a path argument, else the search path of
+:mod:`metalab.data.locations`: ``$METALAB_DATA``, ``./data``, ``~/.cache/metalab``) and
 :func:`load_air_quality_tasks` turns them into per-task tensors:
 
 * rows with a missing value in any used column are dropped;
@@ -28,8 +29,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+from metalab.data.locations import DATASETS, candidate_dirs, find
+
 SUBDIR = "beijing_air_quality"
-FILE_GLOB = "PRSA_Data_*.csv.gz"
+FILE_GLOB = DATASETS[SUBDIR].patterns[0]
 WIND_DIRECTIONS = (
     "N", "NNE", "NE", "ENE", "E", "ESE", "SE", "SSE",
     "S", "SSW", "SW", "WSW", "W", "WNW", "NW", "NNW",
@@ -116,18 +119,20 @@ class AirQualityTasks:
 def find_air_quality_dir(path: str | os.PathLike | None = None) -> pathlib.Path | None:
     """The folder holding the CSV files, or ``None``.
 
-    Looks only at ``path`` when given, else at ``$METALAB_DATA``; either may be the folder itself or a
-    parent holding ``beijing_air_quality/``.
+    Looks only at ``path`` when given, else along :func:`metalab.data.locations.search_roots`
+    (``$METALAB_DATA``, ``./data``, ``~/.cache/metalab``); each may be the folder itself or a parent
+    holding ``beijing_air_quality/``.
 
     Parameters
     ----------
     path : str or path-like, optional
-        The folder, or its parent; None reads ``$METALAB_DATA``.
+        The folder, or its parent; None searches the search path.
 
     Returns
     -------
     pathlib.Path or None
-        The first of ``path`` and ``path/beijing_air_quality`` holding a ``PRSA_Data_*.csv.gz`` file.
+        The first candidate folder (a root, then its ``beijing_air_quality/``) holding a
+        ``PRSA_Data_*.csv.gz`` file.
 
     Examples
     --------
@@ -140,15 +145,7 @@ def find_air_quality_dir(path: str | os.PathLike | None = None) -> pathlib.Path 
     >>> found == [folder, folder, None]  # the parent, the folder itself; a folder without the files
     True
     """
-    return next((d for d in _candidate_dirs(path) if any(d.glob(FILE_GLOB))), None)
-
-
-def _candidate_dirs(path: str | os.PathLike | None) -> list[pathlib.Path]:
-    root = path if path is not None else os.environ.get("METALAB_DATA")
-    if not root:
-        return []
-    root = pathlib.Path(root).expanduser()
-    return [root, root / SUBDIR]
+    return find(SUBDIR, path)
 
 
 def load_air_quality_tasks(
@@ -177,7 +174,8 @@ def load_air_quality_tasks(
     Parameters
     ----------
     path : str or path-like, optional
-        The folder of the CSV files or its parent; None reads ``$METALAB_DATA``.
+        The folder of the CSV files or its parent; None searches ``$METALAB_DATA``, ``./data``,
+        ``~/.cache/metalab`` (:mod:`metalab.data.locations`).
     period : {"day", "week"}
         One task per station and calendar day, or per station and ISO week.
     stations : iterable of str, optional
@@ -309,11 +307,12 @@ def _station_files(path) -> dict[str, pathlib.Path]:
     """Station name -> CSV file, from names ``PRSA_Data_<station>_<dates>.csv.gz``."""
     folder = find_air_quality_dir(path)
     if folder is None:
-        looked = [str(d) for d in _candidate_dirs(path)] or ["nowhere (no path given, METALAB_DATA is unset)"]
+        looked = ", ".join(map(str, candidate_dirs(path, (SUBDIR,))))
         raise FileNotFoundError(
-            f"no Beijing air-quality files ({FILE_GLOB}) found; looked in {', '.join(looked)}. "
-            "Download the UCI data set 501 and pass its folder as `path` or set METALAB_DATA to it "
-            f"(or to a parent holding {SUBDIR}/). The dashboard and notebooks fall back to generated data."
+            f"no Beijing air-quality files ({FILE_GLOB}) found; looked in {looked}. "
+            "Download the UCI data set 501 and pass its folder as `path`, set METALAB_DATA to it "
+            f"(or to a parent holding {SUBDIR}/), or put it in ./data/{SUBDIR} or ~/.cache/metalab/{SUBDIR}. "
+            "The dashboard and notebooks fall back to generated data."
         )
     return {f.name.split("_")[2]: f for f in sorted(folder.glob(FILE_GLOB))}
 
@@ -323,7 +322,14 @@ def _read_station(file: pathlib.Path, features, target, wind_direction) -> pd.Da
     required = ["year", "month", "day", "station", *features, target] + (["wd"] if wind_direction else [])
     try:
         frame = pd.read_csv(file, usecols=lambda c: c in required)
-    except (OSError, EOFError, zlib.error, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
+    except (
+        OSError,
+        EOFError,
+        zlib.error,
+        UnicodeDecodeError,
+        pd.errors.ParserError,
+        pd.errors.EmptyDataError,
+    ) as error:
         # BadGzipFile (an OSError), a truncated stream (EOFError), an empty or garbled table
         raise ValueError(f"{file} is not a readable air-quality table (gzip-compressed CSV): {error}") from None
     missing = [c for c in required if c not in frame.columns]

@@ -46,11 +46,11 @@ from metalab.data.image_folders import (
     ImageClasses,
     check_size,
     classes_from_entries,
-    data_roots,
     looked_in,
     scan_image_source,
 )
 from metalab.data.image_stores import decode_image, open_zip, read_file, read_member
+from metalab.data.locations import candidate_dirs
 
 SUBDIRS = ("omniglot", "Omniglot")
 BASE_URL = "https://raw.githubusercontent.com/brendenlake/omniglot/master/python"
@@ -84,8 +84,9 @@ PUBLISHED_ONE_SHOT_ERRORS = {
 
 
 def find_omniglot_dir(path: str | os.PathLike | None = None) -> pathlib.Path | None:
-    """The folder holding Omniglot's zips or extracted folders (``path``, else ``$METALAB_DATA``, or their ``omniglot/``)."""
-    for d in data_roots(path, SUBDIRS):
+    """The folder holding Omniglot's zips or extracted folders: ``path``, else the search path of
+    :mod:`metalab.data.locations` (``$METALAB_DATA``, ``./data``, ``~/.cache/metalab``), or their ``omniglot/``."""
+    for d in candidate_dirs(path, SUBDIRS):
         if d.is_dir() and any(_set_source(d, stem) for stem in [*SET_FILES.values(), RUNS_FILE]):
             return d
     return None
@@ -191,7 +192,7 @@ def _fingerprint(entry: ClassEntry) -> list[tuple[str, int]]:
 
 
 def _missing_message(what: str, path: Any) -> str:
-    looked = looked_in(data_roots(path, SUBDIRS))
+    looked = looked_in(candidate_dirs(path, SUBDIRS))
     return (
         f"no {what} found; looked in {looked}. Download Omniglot from github.com/brendenlake/omniglot "
         "(python/*.zip) and pass the folder as `path` or set METALAB_DATA to it (or to a parent holding "
@@ -275,7 +276,7 @@ def find_one_shot_runs(path: str | os.PathLike | None = None) -> pathlib.Path | 
         p = pathlib.Path(path).expanduser()
         if p.is_file() or (p.is_dir() and any(p.glob("run*/class_labels.txt"))):
             return p
-    for d in data_roots(path, SUBDIRS):
+    for d in candidate_dirs(path, SUBDIRS):
         if d.is_dir() and (src := _set_source(d, RUNS_FILE)) is not None:
             return src
     return None
