@@ -77,6 +77,14 @@ class HypergradResult:
     status: str = "ok"
 
 
+def all_finite(tensors: list[torch.Tensor]) -> bool:
+    """Whether every entry of every tensor is finite: one check on their concatenation (one host sync,
+    instead of one per tensor)."""
+    if not tensors:
+        return True
+    return bool(torch.isfinite(torch.cat([t.detach().reshape(-1) for t in tensors])).all())
+
+
 def _detached(tensors: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor] | None:
     return None if tensors is None else {k: v.detach() for k, v in tensors.items()}
 
@@ -117,7 +125,7 @@ def finish(
     """
     status = "cg_fallback" if cg is not None and cg.failed else "ok"
     grads = [*hypergrad.values(), *(head_hypergrad or {}).values()]
-    if not all(bool(torch.isfinite(g).all()) for g in grads):
+    if not all_finite(grads):
         warnings.warn(
             HypergradientWarning(
                 f"method {method!r} produced a non-finite hypergradient (the inner loop probably diverged: "

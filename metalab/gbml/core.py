@@ -27,6 +27,7 @@ lab.  Test-time adaptation (:mod:`metalab.gbml.adaptation`) never adds it.
 from __future__ import annotations
 
 import warnings
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -37,7 +38,8 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from metalab.core.checks import check_choice, check_int, check_number
-from metalab.core.results import BATCH_MODES, HypergradientWarning, finish
+from metalab.core.results import BATCH_MODES, HypergradientWarning, all_finite, finish
+from metalab.gbml import batched
 
 METHODS = ("maml", "fomaml", "anil", "reptile")
 ALIASES = {"maml_fz": "anil"}
@@ -90,9 +92,10 @@ def check_param_dict(model: nn.Module, params: Any) -> Params:
         v = params[k]
         if not isinstance(v, torch.Tensor) or not v.is_floating_point():
             raise ValueError(f"params[{k!r}] is not allowed: a floating-point tensor")
-        if not bool(torch.isfinite(v).all()):
-            raise ValueError(f"params[{k!r}] contains non-finite values (NaN or inf)")
         out[k] = v.detach()
+    if not all_finite(list(out.values())):
+        bad = next(k for k, v in out.items() if not bool(torch.isfinite(v).all()))
+        raise ValueError(f"params[{bad!r}] contains non-finite values (NaN or inf)")
     return out
 
 
@@ -108,18 +111,28 @@ def check_inputs(name: str, x: Any, dtype: torch.dtype) -> torch.Tensor:
     return x.detach().to(dtype)
 
 
+#: per model, the output shape per sample found for each (input shape, dtype, parameter shapes)
+_OUTPUT_SHAPES: weakref.WeakKeyDictionary[nn.Module, dict[tuple, tuple[int, ...]]] = weakref.WeakKeyDictionary()
+
+
 def output_shape(model: nn.Module, params: Params, name: str, x: torch.Tensor) -> tuple[int, ...]:
     """The shape of the model's output for one sample of the inputs ``x`` (tasks, samples, *input_shape).
 
-    Raises ValueError naming ``name`` when the model cannot take inputs of that shape.
+    A buffer-free module's output shape is a function of its input and parameter shapes, so one forward
+    pass on one sample per such combination is remembered (a meta-training loop pays it once).  Raises
+    ValueError naming ``name`` when the model cannot take inputs of that shape.
     """
-    try:
-        with torch.no_grad():
-            return tuple(functional_call(model, params, (x[0, :1],)).shape[1:])
-    except RuntimeError as error:
-        raise ValueError(
-            f"{name} of shape {tuple(x.shape)} is not allowed: the model cannot take it ({error})"
-        ) from None
+    key = (tuple(x.shape[2:]), x.dtype, tuple((k, tuple(v.shape)) for k, v in params.items()))
+    known = _OUTPUT_SHAPES.setdefault(model, {})
+    if key not in known:
+        try:
+            with torch.no_grad():
+                known[key] = tuple(functional_call(model, params, (x[0, :1],)).shape[1:])
+        except RuntimeError as error:
+            raise ValueError(
+                f"{name} of shape {tuple(x.shape)} is not allowed: the model cannot take it ({error})"
+            ) from None
+    return known[key]
 
 
 def check_targets(name: str, y: torch.Tensor, outputs: tuple[int, ...], loss: str) -> None:
@@ -435,9 +448,15 @@ def meta_gradient(
             losses = torch.stack([v for _, v in outs])
         return make_result(name, {k: v.mean(0) for k, v in directions.items()}, losses)
     # the per-task forward (inner loop included) is vectorised; one backward pass covers the whole meta-batch
-    task_fn = partial(_unrolled_task, *common, name != "fomaml")
+    second_order = name != "fomaml"
+    task_fn = partial(_unrolled_task, *common, second_order)
 
     def task_losses(theta):
+        if batch_mode == "vmap" and batched.fits(model):
+            inner = {"steps": inner_steps, "lr": inner_lr, "loss": loss, "l1": l1, "l1_names": l1_names}
+            return batched.unrolled_query_losses(
+                model, theta, names, (sx, sy), (qx, qy), second_order=second_order, **inner
+            ), None
         if batch_mode == "vmap":
             return vmap(task_fn, in_dims=(None, 0, 0, 0, 0))(theta, sx, sy, qx, qy), None
         return torch.stack([task_fn(theta, sx[t], sy[t], qx[t], qy[t]) for t in range(B)]), None
