@@ -318,5 +318,6 @@ def compare(
                 ok = before.astype(str) == after.astype(str)
             if not ok.all():
                 i = int(np.flatnonzero(~ok)[0])
-                problems.append(f"{unit} {column} (row {i}): stored {before[i]!r}, now {after[i]!r}")
+                was, now = (value.item() if hasattr(value, "item") else value for value in (before[i], after[i]))
+                problems.append(f"{unit} {column} (row {i}): stored {was!r}, now {now!r}")
     return problems

@@ -1,0 +1,156 @@
+"""metalab reproduce: resume skips finished units, a different config is refused, provenance is complete,
+an interruption keeps whole records; metalab.results reads stored runs with clear errors; and the drift
+test re-runs a slice of every stored run in results/ and compares it with the stored records."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pandas as pd
+import pytest
+
+from metalab import results
+from metalab.cli import main
+from metalab.core import Config, Record, param
+from metalab.core.cost import Cost
+from metalab.core.output import STREAM, read_stream
+from metalab.experiments import get_experiment
+from metalab.experiments.base import Experiment, Paper, Part, Unit
+from metalab.reproduce import ATOL, RTOL, compare, drift_units, reproduce, rerun
+
+
+@dataclasses.dataclass(frozen=True)
+class CountConfig(Config):
+    n: int = param(3, ge=1)
+    parts: tuple[str, ...] = param(("a", "b"), choices=("a", "b"))
+    seed: int = param(0, ge=0)
+    presets = {"quick": {}, "paper": {"n": 4}}
+
+
+class Counting:
+    """A two-part experiment whose units count their calls and can raise KeyboardInterrupt mid-unit."""
+
+    def __init__(self):
+        self.calls: list[str] = []
+        self.interrupt_at: str | None = None
+
+    def units(self, part: str):
+        def build(config, context):
+            return [Unit(lambda i=i: self.work(part, i, config)) for i in range(config.n)]
+
+        return build
+
+    def work(self, part: str, i: int, config):
+        import torch
+
+        self.calls.append(f"{part}/{i}")
+        for j in range(2):
+            if self.interrupt_at == f"{part}/{i}" and j == 1:
+                raise KeyboardInterrupt
+            # a draw from the global generator: equal only when the unit is seeded by its name
+            yield Record(part, "demo", j, {"j": j, "unit_index": i, "draw": float(torch.rand(()))})
+
+    def experiment(self) -> Experiment:
+        paper = Paper("A Paper", "A. Author", "NeurIPS", 2024, "", "Does it count?", ("It counts.",), "Count.")
+        parts = tuple(Part(name, x="j", columns=("j", "draw"), units=self.units(name)) for name in ("a", "b"))
+        return Experiment(
+            "counting", paper, CountConfig, parts, figures=lambda frame: {}, estimate=lambda config: Cost(1e3, 1e-3)
+        )
+
+
+def quiet(line: str) -> None:
+    pass
+
+
+def test_an_interrupted_run_resumes_by_skipping_its_finished_units(tmp_path):
+    counting = Counting()
+    experiment, config = counting.experiment(), CountConfig(n=3)
+    counting.interrupt_at = "b/1"
+    with pytest.raises(KeyboardInterrupt):
+        reproduce(experiment, tmp_path / "run", config=config, log=quiet)
+    assert counting.calls == ["a/0", "a/1", "a/2", "b/0", "b/1"]
+    # the stream holds whole lines: the finished units' records and marks, and b/1's first record
+    lines = read_stream(tmp_path / "run" / STREAM)
+    assert [line["done"] for line in lines if "done" in line] == ["a/0", "a/1", "a/2", "b/0"]
+    assert sum("part" in line for line in lines) == 4 * 2 + 1
+    with (tmp_path / "run" / STREAM).open("ab") as stream:  # a write cut short by a kill
+        stream.write(b'{"unit": "b/1", "part": "b", "meth')
+
+    counting.calls.clear()
+    counting.interrupt_at = None
+    reproduce(experiment, tmp_path / "run", config=config, log=quiet)
+    assert counting.calls == ["b/1", "b/2"]  # b/1 was cut short: it reruns whole
+    resumed = pd.read_csv(tmp_path / "run" / "records.csv")
+
+    reproduce(experiment, tmp_path / "whole", config=config, log=quiet)
+    whole = pd.read_csv(tmp_path / "whole" / "records.csv")
+    assert list(resumed["unit"]) == [f"{p}/{i}" for p in "ab" for i in range(3) for _ in range(2)]
+    pd.testing.assert_frame_equal(resumed, whole)
+
+    counting.calls.clear()
+    reproduce(experiment, tmp_path / "run", config=config, log=quiet)  # finished: nothing runs again
+    assert counting.calls == []
+
+
+def test_a_different_config_is_refused_unless_restart(tmp_path):
+    counting = Counting()
+    experiment = counting.experiment()
+    reproduce(experiment, tmp_path, config=CountConfig(n=2), log=quiet)
+    with pytest.raises(ValueError, match=r"another config \(differing: n\).*--restart"):
+        reproduce(experiment, tmp_path, config=CountConfig(n=3), log=quiet)
+    reproduce(experiment, tmp_path, config=CountConfig(n=3), restart=True, log=quiet)
+    assert len(pd.read_csv(tmp_path / "records.csv")) == 3 * 2 * 2
+    assert json.loads((tmp_path / "config.json").read_text())["config"]["n"] == 3
+
+
+def test_the_cli_refuses_another_config_in_the_folder(tmp_path, capsys):
+    folder = tmp_path / "meta_sp"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"experiment": "meta_sp", "fingerprint": "0", "config": {}}))
+    assert main(["reproduce", "meta_sp", "--out", str(tmp_path)]) == 2
+    assert "--restart" in capsys.readouterr().err
+
+
+def test_provenance_names_the_code_the_machine_and_the_time(tmp_path):
+    reproduce(Counting().experiment(), tmp_path, config=CountConfig(n=1), log=quiet)
+    provenance = json.loads((tmp_path / "provenance.json").read_text())
+    for field in ("git_commit", "git_dirty", "metalab", "torch", "numpy", "python", "platform", "cpu"):
+        assert field in provenance
+    assert provenance["torch_threads"] >= 1 and provenance["device"] == "cpu" and provenance["gpu"] is None
+    assert provenance["started_utc"] <= provenance["finished_utc"] and provenance["wall_seconds"] >= 0
+    assert (provenance["units"], provenance["records"], provenance["sessions"]) == (2, 4, 1)
+
+
+def test_compare_reports_what_differs_beyond_the_tolerance():
+    stored = pd.DataFrame({"unit": ["a/0", "a/0"], "method": ["x", "y"], "error": [1.0, 2.0], "seconds": [1.0, 2.0]})
+    close = stored.assign(error=[1.0 + RTOL / 10, 2.0], seconds=[9.0, 9.0])
+    assert compare(stored, close, skip=["seconds"]) == []
+    problems = compare(stored, stored.assign(error=[1.0, 2.1]), skip=["seconds"])
+    assert problems == ["a/0 error (row 1): stored 2.0, now 2.1"]
+    assert compare(stored, stored.iloc[:1]) == ["a/0: 2 stored records, 1 now"]
+
+
+def test_results_errors_name_the_folder(tmp_path, monkeypatch):
+    monkeypatch.setattr(results, "folder", lambda: tmp_path)
+    with pytest.raises(FileNotFoundError, match=f"no stored run of 'meta_sp' in {tmp_path / 'meta_sp'}"):
+        results.load("meta_sp")
+    reproduce(Counting().experiment(), tmp_path / "counting", config=CountConfig(n=1), log=quiet)
+    assert results.available() == ["counting"]
+    (tmp_path / "counting" / "provenance.json").write_text("{not json")
+    with pytest.raises(ValueError, match="provenance.json is corrupt"):
+        results.load("counting")
+
+
+@pytest.mark.parametrize("paper", results.available())
+def test_a_stored_run_agrees_with_the_code(paper):
+    """Re-run the experiment's drift slice of the stored config; every number that does not measure the
+    machine agrees with the stored records to |fresh - stored| <= 1e-7 + 1e-4 |stored|."""
+    stored = results.load(paper)
+    experiment, config = get_experiment(paper), stored.config_object()
+    names = drift_units(experiment, config)
+    fresh = rerun(experiment, config, names)
+    volatile = ["progress", *(column for part in experiment.parts for column in part.volatile)]
+    sliced = stored.frame[stored.frame["unit"].isin(names)]
+    assert len(sliced) > 0
+    assert compare(sliced, fresh, skip=volatile, rtol=RTOL, atol=ATOL) == []
