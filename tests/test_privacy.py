@@ -106,9 +106,10 @@ def test_worst_case_neighbours_reach_the_derived_sensitivity(name):
     s, l1, l2 = observed_changes(fmap, base, x_in, x_out)
     d1, d2 = s.sensitivity("l1"), s.sensitivity("l2")
     assert d1 == pytest.approx(fmap.bound.diameter_l1 / n) and d2 == pytest.approx(fmap.bound.diameter_l2 / n)
-    assert l2 <= d2 * (1 + 1e-12) and l2 >= d2 * (1 - 1e-9), (l2, d2)
+    # reached to 1e-6: Fourier features allow 2^-22 for their float32 cos and sin
+    assert l2 <= d2 * (1 + 1e-12) and l2 >= d2 * (1 - 1e-6), (l2, d2)
     if name != "second-moments-orthonormal":  # its L1 bound is a box bound, not reached by rank-one pairs
-        assert l1 <= d1 * (1 + 1e-12) and l1 >= d1 * (1 - 1e-9), (l1, d1)
+        assert l1 <= d1 * (1 + 1e-12) and l1 >= d1 * (1 - 1e-6), (l1, d1)
     else:
         assert l1 <= d1 * (1 + 1e-12)
 

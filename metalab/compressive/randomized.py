@@ -34,6 +34,7 @@ from metalab.compressive.decoders import append_ones, compressive_pca, compressi
 from metalab.compressive.feature_maps import FeatureMap, RandomFourierFeatures, RandomQuadraticFeatures
 from metalab.compressive.privacy import Gaussian, Laplace
 from metalab.compressive.query import Params, Task
+from metalab.compressive.sketch import feature_sum
 from metalab.compressive.training import private_sketches
 from metalab.core.checks import check_int, check_number, check_seed
 
@@ -76,8 +77,7 @@ class RandomizedLearner:
     def pooled(self, X: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """Sketch means ``z_b = (1/n) sum_i phi(rows_bi)`` of a batch ``X (B, n, d)``: ``(B, m)`` float64."""
         rows = self.rows(X.to(torch.float64), None if y is None else y.to(torch.float64))
-        B, n, D = rows.shape
-        return self.feature_map.features(rows.reshape(B * n, D)).reshape(B, n, -1).mean(dim=1)
+        return torch.stack([feature_sum(self.feature_map, one)[0] / one.shape[0] for one in rows])
 
     def decode(self, z: torch.Tensor) -> Params:
         """The task's parameters from sketch means ``z (B, m)`` (the layout of the learned model's, see the module)."""

@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 from metalab.compressive.feature_maps import FeatureMap
-from metalab.compressive.sketch import Sketch
+from metalab.compressive.sketch import Sketch, feature_sum
 from metalab.core.checks import check_int
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -54,9 +54,9 @@ def sketch_stream(feature_map: FeatureMap, chunks: Iterable[Any], *, columns: Se
     start = Sketch.empty(feature_map)
     total, count = start.total.clone(), 0
     for i, chunk in enumerate(chunks):
-        phi = feature_map.features(_select(chunk, columns, i))
-        total += phi.sum(dim=0)
-        count += phi.shape[0]
+        chunk_total, rows = feature_sum(feature_map, _select(chunk, columns, i))
+        total += chunk_total
+        count += rows
     if count == 0:
         raise ValueError("chunks is not allowed: it holds no samples")
     return replace(start, total=total, count=count)
