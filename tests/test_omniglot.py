@@ -350,3 +350,31 @@ def test_real_one_shot_runs(real_omniglot):
     assert result.n_test == 400
     # nearest neighbour in raw pixels: far worse than people (4.5%), far better than chance (95%)
     assert 0.6 < result.error_rate < 0.9, result.error_rate
+
+
+def test_meta_training_episodes_rotate_omniglot_training_classes_and_leave_test_classes_alone(small_sets):
+    """The papers' augmentation, on by default: each training character at 0/90/180/270 degrees is its own
+    class (4x the classes, every image a quarter turn of a drawing of its character); test classes are not."""
+    from metalab.experiments.memory_reduced import MemoryReducedConfig
+    from metalab.experiments.memory_reduced.context import load_data, sampler, training_sampler
+
+    config = MemoryReducedConfig(
+        dataset="omniglot", data_path=str(small_sets), ways=2, shots=(1,), queries=3, image_size=16
+    )
+    data = load_data(config)
+    training = training_sampler(config, data, 1)
+    assert training.n_classes == 4 * len(data.train)
+    assert training_sampler(config.replace(rotations=False), data, 1).n_classes == len(data.train)
+    assert sampler(config, data.test, 1, "test:1").n_classes == len(data.test)
+    seen = set()
+    for index in range(12):
+        episode = training.episode(index)
+        for label, c in enumerate(episode.classes.tolist()):
+            base, quarter = divmod(c, 4)
+            drawings = training.class_images(base).float() / 255
+            turned = torch.rot90(drawings, k=quarter, dims=(-2, -1))
+            image = episode.support_x[label]
+            assert any(torch.equal(image, t) for t in turned), (c, quarter)
+            assert quarter == 0 or not any(torch.equal(image, d) for d in drawings)
+            seen.add(quarter)
+    assert seen == {0, 1, 2, 3}

@@ -18,6 +18,7 @@ from torch import nn
 from metalab.core.checks import check_int, check_number
 from metalab.core.results import BATCH_MODES, HypergradientWarning
 from metalab.implicit.cg import CGWarning
+from metalab.implicit.heads import INNER_SOLVERS
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,9 @@ class Options:
 
     inner_steps K >= 0, inner_lr > 0, l2 (ridge on the head inside g) >= 0, cg_steps N >= 0,
     cg_tol >= 0 (relative residual), prox (iMAML's proximal strength) > 0, batch_mode in
-    ``BATCH_MODES``.
+    ``BATCH_MODES``.  Algorithm 1 only: inner_solver in ``INNER_SOLVERS`` ("gd": K steps of inner_lr;
+    "newton": at most K damped Newton steps), inner_tol >= 0 (stop once ||∇g|| <= inner_tol times its
+    start), max_inner_residual >= 0 (above it the hypergradient is reported unreliable).
     """
 
     inner_steps: int = 20
@@ -36,6 +39,9 @@ class Options:
     cg_tol: float = 1e-10
     prox: float = 2.0
     batch_mode: str = "vmap"
+    inner_solver: str = "gd"
+    inner_tol: float = 0.0
+    max_inner_residual: float = 0.1
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "inner_steps", check_int("inner_steps", self.inner_steps, 0))
@@ -44,6 +50,14 @@ class Options:
         object.__setattr__(self, "cg_steps", check_int("cg_steps", self.cg_steps, 0))
         object.__setattr__(self, "cg_tol", check_number("cg_tol", self.cg_tol, strict=False))
         object.__setattr__(self, "prox", check_number("prox", self.prox))
+        object.__setattr__(self, "inner_tol", check_number("inner_tol", self.inner_tol, strict=False))
+        object.__setattr__(
+            self, "max_inner_residual", check_number("max_inner_residual", self.max_inner_residual, strict=False)
+        )
+        if self.inner_solver not in INNER_SOLVERS:
+            raise ValueError(
+                f"inner_solver={self.inner_solver!r} is not allowed: one of " + ", ".join(map(repr, INNER_SOLVERS))
+            )
         if self.batch_mode not in BATCH_MODES:
             raise ValueError(
                 f"batch_mode={self.batch_mode!r} is not allowed: one of " + ", ".join(map(repr, BATCH_MODES))

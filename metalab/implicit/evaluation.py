@@ -1,9 +1,9 @@
 """How well a meta-learned network adapts: query accuracy after a method's own inner loop, and a one-shot
 predictor from its features.
 
-A method is evaluated the way it adapts during meta-training: the head-only methods (Algorithm 1,
-ANIL, ITD-BiO) take K gradient steps on the head over fixed backbone features, the MAML family adapts
-the whole network (iMAML with its proximal term).
+A method is evaluated the way it adapts during meta-training: the head-only methods (ANIL, ITD-BiO)
+take K gradient steps on the head over fixed backbone features, Algorithm 1 runs its inner solver
+(K gradient or Newton steps), the MAML family adapts the whole network (iMAML with its proximal term).
 """
 
 from __future__ import annotations
@@ -24,13 +24,23 @@ from metalab.nets import features, init_head
 ONE_SHOT_PREDICTORS = ("nearest", "head")
 
 
-def _episode_accuracy(method: str, backbone, params, head, opts: Options, xs, Ys, xq, Yq) -> torch.Tensor:
-    if method in HEAD_ONLY:
-        Zs, Zq = features(backbone, params, xs), features(backbone, params, xq)
-        adapted = heads.gradient_descent(head, Zs, Ys, opts.l2, opts.inner_steps, opts.inner_lr)
-        return heads.accuracy(heads.logits(adapted, Zq), Yq)
+def _network_accuracy(method: str, backbone, params, head, opts: Options, xs, Ys, xq, Yq) -> torch.Tensor:
+    """One episode's query accuracy after the MAML family's whole-network inner loop."""
     net = adapt_network(backbone, (params, head), xs, Ys, opts, proximal=method == "imaml")
     return heads.accuracy(heads.logits(net[1], features(backbone, net[0], xq)), Yq)
+
+
+def _head_accuracy(method: str, backbone, params, head, opts: Options, tasks) -> torch.Tensor:
+    """Query accuracies after a head-only inner loop on the episodes' features (computed with vmap);
+    Algorithm 1 adapts with its own inner solver (:func:`~metalab.implicit.heads.minimise`)."""
+    embed = vmap(lambda x: features(backbone, params, x))
+    Zs, Zq = embed(tasks.support_x), embed(tasks.query_x)
+    if method == "implicit":
+        start = {k: t.expand(tasks.n_tasks, *t.shape) for k, t in head.items()}
+        adapted = heads.minimise(start, Zs, tasks.support_onehot, opts).head
+    else:
+        adapted = heads.gradient_descent(head, Zs, tasks.support_onehot, opts.l2, opts.inner_steps, opts.inner_lr)
+    return heads.accuracy(heads.logits(adapted, Zq), tasks.query_onehot)
 
 
 def adapted_accuracy(
@@ -47,7 +57,8 @@ def adapted_accuracy(
     support_x, support_y, query_x, query_y : tensor
         Episodes: inputs (B, n, ...) and integer labels (B, n); evaluated together with vmap.
     **options
-        ``inner_steps`` K, ``inner_lr``, ``l2`` and, for iMAML, ``prox`` (see
+        ``inner_steps`` K, ``inner_lr``, ``l2``, for Algorithm 1 ``inner_solver``, ``inner_tol`` and
+        ``cg_steps``, and for iMAML ``prox`` (see
         :class:`~metalab.implicit.common.Options`).
 
     Returns
@@ -59,7 +70,9 @@ def adapted_accuracy(
         raise ValueError(f"method={method!r} is not allowed: one of " + ", ".join(map(repr, HYPERGRADIENTS)))
     opts = Options(**options)
     backbone, params, head, tasks = prepare(backbone, params, head, support_x, support_y, query_x, query_y)
-    episode = lambda xs, Ys, xq, Yq: _episode_accuracy(method, backbone, params, head, opts, xs, Ys, xq, Yq)  # noqa: E731
+    if method in HEAD_ONLY:
+        return _head_accuracy(method, backbone, params, head, opts, tasks).detach()
+    episode = lambda xs, Ys, xq, Yq: _network_accuracy(method, backbone, params, head, opts, xs, Ys, xq, Yq)  # noqa: E731
     return vmap(episode)(tasks.support_x, tasks.support_onehot, tasks.query_x, tasks.query_onehot).detach()
 
 

@@ -13,13 +13,30 @@ samples; the penalty covers weight and bias).  With ``P = softmax(Z Wᵀ + b)`` 
 
 Everything is plain differentiable tensor algebra, so autograd (or torch.func) can differentiate
 these expressions again with respect to ``Z``, which is how the backbone enters the hypergradient.
+
+:func:`minimise` solves the inner problem for the implicit hypergradient, which assumes ``φ_K ≈ φ*``:
+plain gradient steps (the paper's inner loop) or damped Newton, stopped on the gradient norm relative to
+its start, and reports that relative norm so a caller can tell whether ``φ_K`` is near ``φ*``.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
 import torch
 
+from metalab.implicit.cg import conjugate_gradient
+
+if TYPE_CHECKING:
+    from metalab.implicit.common import Options
+
 Head = dict[str, torch.Tensor]
+
+#: inner solvers of :func:`minimise`
+INNER_SOLVERS = ("gd", "newton")
+#: Armijo's sufficient-decrease fraction and the most halvings of a Newton step
+ARMIJO, HALVINGS = 0.25, 30
 
 
 def logits(head: Head, Z: torch.Tensor) -> torch.Tensor:
@@ -85,3 +102,76 @@ def gradient_descent(head: Head, Z: torch.Tensor, Y: torch.Tensor, l2: float, st
 def inner(a: Head, b: Head) -> torch.Tensor:
     """``⟨a, b⟩`` per task: shape (...)."""
     return (a["weight"] * b["weight"]).sum((-1, -2)) + (a["bias"] * b["bias"]).sum(-1)
+
+
+def norm(a: Head) -> torch.Tensor:
+    """``||a||`` per task: shape (...)."""
+    return inner(a, a).sqrt()
+
+
+def curvature_bound(Z: torch.Tensor, l2: float) -> torch.Tensor:
+    """An upper bound on the largest eigenvalue of ``∇²_φφ g`` per task, ``L = mean_i (||z_i||² + 1) / 2 + l2``.
+
+    Each sample contributes ``(diag p − p pᵀ) ⊗ z̃ z̃ᵀ`` with ``z̃ = (z, 1)``, and ``diag p − p pᵀ`` has
+    eigenvalues at most 1/2; gradient descent on ``g`` is stable for steps below ``2 / L``.
+    """
+    return 0.5 * (Z.square().sum(-1) + 1.0).mean(-1) + l2
+
+
+@dataclass
+class InnerSolution:
+    """The inner solver's result: ``head`` φ_K and ``residual`` ``||∇g(φ_K)|| / ||∇g(φ_0)||`` per task
+    (0 where the start was already stationary)."""
+
+    head: Head
+    residual: torch.Tensor
+
+
+def _per_task(scale: torch.Tensor, leaf: torch.Tensor) -> torch.Tensor:
+    """``scale`` (one entry per task) shaped to broadcast against a head leaf."""
+    return scale.reshape(*scale.shape, *([1] * (leaf.ndim - scale.ndim)))
+
+
+def _newton_step(head: Head, Z: torch.Tensor, Y: torch.Tensor, l2: float, gradient: Head, cg_steps: int) -> Head:
+    """One damped Newton step per task: ``d`` from ``cg_steps`` CG steps on ``∇²g d = ∇g``, then ``φ − t d``
+    with ``t`` halved from 1 until Armijo's ``g(φ − t d) <= g(φ) − ARMIJO t ⟨∇g, d⟩`` holds."""
+    batch_dims = gradient["bias"].ndim - 1
+    solve = conjugate_gradient(
+        hessian_operator(head, Z, l2), gradient, max_iter=cg_steps, tol=1e-6, batch_dims=batch_dims, warn=False
+    )
+    direction = solve.solution
+    value, slope = loss(head, Z, Y, l2), inner(gradient, direction)
+    t = torch.ones_like(value)
+    for _ in range(HALVINGS):
+        trial = {k: head[k] - _per_task(t, head[k]) * direction[k] for k in head}
+        accepted = loss(trial, Z, Y, l2) <= value - ARMIJO * t * slope
+        if bool(accepted.all()):
+            break
+        t = torch.where(accepted, t, 0.5 * t)
+    return trial
+
+
+def minimise(head: Head, Z: torch.Tensor, Y: torch.Tensor, opts: Options) -> InnerSolution:
+    """At most ``opts.inner_steps`` iterations of ``opts.inner_solver`` on ``g`` (ridge ``opts.l2``) from
+    ``head`` (no graph), stopping once every task's ``||∇g(φ)|| <= opts.inner_tol · ||∇g(φ_0)||``.
+
+    ``"gd"``: ``φ ← φ − inner_lr ∇g(φ)``, the paper's inner loop.  ``"newton"``: damped Newton steps
+    (:func:`_newton_step`, ``opts.cg_steps`` CG steps per direction).  A task that has met the
+    tolerance keeps its head.
+    """
+    l2 = opts.l2
+    with torch.no_grad():
+        gradient = grad(head, Z, Y, l2)
+        start = norm(gradient)
+        for _ in range(opts.inner_steps):
+            active = norm(gradient) > opts.inner_tol * start
+            if not bool(active.any()):
+                break
+            if opts.inner_solver == "gd":
+                moved = {k: head[k] - opts.inner_lr * gradient[k] for k in head}
+            else:
+                moved = _newton_step(head, Z, Y, l2, gradient, opts.cg_steps)
+            head = {k: torch.where(_per_task(active, head[k]), moved[k], head[k]) for k in head}
+            gradient = grad(head, Z, Y, l2)
+        residual = torch.where(start > 0, norm(gradient) / start.clamp_min(torch.finfo(start.dtype).tiny), 0.0)
+    return InnerSolution(head, residual)

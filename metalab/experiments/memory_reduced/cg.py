@@ -50,7 +50,16 @@ def cg_units(config: MemoryReducedConfig, context: RunContext) -> list[Unit]:
         return arguments, common
 
     def solve(l2: float, inner_steps: int, cg_steps: int, cg_tol: float):
-        opts = options(config, l2=l2, inner_steps=inner_steps, cg_steps=cg_steps, batch_mode="sequential")
+        # the paper's inner loop (K steps of size α, no early stop): the sweeps show its error in K and N
+        opts = options(
+            config,
+            l2=l2,
+            inner_steps=inner_steps,
+            cg_steps=cg_steps,
+            batch_mode="sequential",
+            inner_solver="gd",
+            inner_tol=0.0,
+        )
         with quiet_numerics():
             return implicit_hypergradient(*problem()[0], **opts, cg_tol=cg_tol)
 

@@ -7,6 +7,7 @@ import dataclasses
 from metalab.core import Config, ConfigError, Control, param
 from metalab.implicit import HYPERGRADIENTS
 from metalab.implicit.baselines import check_imaml_prox, imaml_prox_rule
+from metalab.implicit.heads import INNER_SOLVERS
 
 PARTS = ("memory", "training", "cg", "final")
 ALL_METHODS = ("implicit", "maml", "fomaml", "anil", "anil_recompute", "itd_bio", "imaml")
@@ -33,6 +34,11 @@ class MemoryReducedConfig(Config):
         label="data set",
     )
     data_path: str = param("", help="folder holding Omniglot (empty: $METALAB_DATA)", label="data folder")
+    rotations: bool = param(
+        True,
+        help="Omniglot training classes also rotated by 90, 180 and 270 degrees, each a new class (test classes not)",
+        label="rotated Omniglot training classes",
+    )
     ways: int = param(5, ge=2, le=100, help="classes per episode (N-way)", label="ways N", control=Control(high=20))
     shots: tuple[int, ...] = param(
         (1, 5), choices=range(1, 20), help="support images per class; training and final run each", label="shots"
@@ -78,6 +84,28 @@ class MemoryReducedConfig(Config):
         help="conjugate-gradient steps N (implicit methods and iMAML)",
         label="CG steps N",
         control=Control(high=100),
+    )
+    inner_solver: str = param(
+        "newton",
+        choices=INNER_SOLVERS,
+        help="Algorithm 1's inner solver: newton (at most K damped Newton steps) or gd (the paper's K steps of size α)",
+        label="Algorithm 1 inner solver",
+    )
+    inner_tol: float = param(
+        1e-4,
+        ge=0.0,
+        le=1.0,
+        help="Algorithm 1's inner loop stops once ||∇g|| is this fraction of its start",
+        label="inner tolerance",
+        control=Control("number", step=1e-4, format="%g"),
+    )
+    max_inner_residual: float = param(
+        0.1,
+        ge=0.0,
+        le=1e6,
+        help="Algorithm 1's hypergradient is reported unreliable (inner_not_converged) above this ||∇g(φ_K)|| / ||∇g(φ_0)||",
+        label="largest reliable inner residual",
+        control=Control("number", step=0.01, format="%g"),
     )
     prox: float = param(
         1.0,

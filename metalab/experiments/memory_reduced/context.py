@@ -69,11 +69,28 @@ def load_data(config: MemoryReducedConfig) -> Data:
     return data
 
 
-def sampler(config: MemoryReducedConfig, classes: ImageClasses, shots: int, stream: str) -> EpisodeSampler:
-    """The config's ``ways``-way ``shots``-shot episodes over ``classes``, from the named random stream."""
+def sampler(
+    config: MemoryReducedConfig, classes: ImageClasses, shots: int, stream: str, *, rotations: bool = False
+) -> EpisodeSampler:
+    """The config's ``ways``-way ``shots``-shot episodes over ``classes``, from the named random stream;
+    ``rotations``: every class also rotated by 90, 180 and 270 degrees as three new classes."""
     return EpisodeSampler(
-        classes, config.ways, shots, config.queries, image_size=config.image_size, seed=config.seed, stream=stream
+        classes,
+        config.ways,
+        shots,
+        config.queries,
+        image_size=config.image_size,
+        rotations=rotations,
+        seed=config.seed,
+        stream=stream,
     )
+
+
+def training_sampler(config: MemoryReducedConfig, data: Data, shots: int) -> EpisodeSampler:
+    """Meta-training episodes: Omniglot's training classes with their rotations when ``config.rotations``
+    (the papers' augmentation), the other data sets as they are."""
+    rotate = config.rotations and data.name == "omniglot"
+    return sampler(config, data.train, shots, f"train:{shots}", rotations=rotate)
 
 
 def model_spec(config: MemoryReducedConfig, seed: int, hidden: int | None = None) -> dict[str, Any]:
@@ -96,6 +113,9 @@ def options(config: MemoryReducedConfig, **changes: Any) -> dict[str, Any]:
         "cg_steps": config.cg_steps,
         "prox": config.prox,
         "batch_mode": config.batch_mode,
+        "inner_solver": config.inner_solver,
+        "inner_tol": config.inner_tol,
+        "max_inner_residual": config.max_inner_residual,
     }
     opts.update(changes)
     return opts

@@ -24,6 +24,7 @@ from metalab.experiments.memory_reduced.context import (
     options,
     sampler,
     threaded_unit,
+    training_sampler,
 )
 from metalab.implicit import hypergradient, quiet_numerics
 from metalab.implicit.evaluation import adapted_accuracy
@@ -59,7 +60,7 @@ def train(
     if learns_head:
         head = {k: v.clone().requires_grad_(True) for k, v in head.items()}
     optimiser = torch.optim.Adam([*params.values(), *(head.values() if learns_head else ())], lr=config.meta_lr)
-    episodes = sampler(config, data.train, shots, f"train:{shots}")
+    episodes = training_sampler(config, data, shots)
     test = sampler(config, data.test, shots, f"test:{shots}")
     opts = options(config)
     trained = Trained(backbone, params, head, 0.0)
