@@ -27,6 +27,7 @@ from metalab.subspace import (
     oracle,
     sin_theta,
 )
+from metalab.subspace.linalg import RankProjection, subspace_iteration
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -144,6 +145,75 @@ def test_unequal_task_sizes():
     listed = meta_subspace_pursuit(X_list, y_list, 2, max_iter=5)
     padded = meta_subspace_pursuit(X_pad, y_pad, 2, max_iter=5)
     assert not torch.allclose(listed.coef, padded.coef)
+
+
+# ---------------------------------------------------------------------------------------------
+# The rank-s projection: subspace iteration against the thin SVD
+
+SPECTRA = {  # s = 3 leading singular values, then the tail (block size k = 6 for s = 3)
+    "gap": [10.0, 8.0, 6.0] + [1.0 * 0.8**i for i in range(27)],
+    "close": [10.0, 8.0, 6.0] + [6.0 / 1.001] + [1.0 * 0.8**i for i in range(26)],  # sigma_3/sigma_4 = 1.001
+    "flat": [10.0, 8.0, 6.0] + [6.0 / (1 + 1e-4 * i) for i in range(1, 27)],  # flat across the block and beyond
+}
+
+
+def _with_spectrum(singular_values, n_rows=60, n_cols=40, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    left = torch.linalg.qr(torch.randn(n_rows, len(singular_values), generator=gen, dtype=torch.float64)).Q
+    right = torch.linalg.qr(torch.randn(n_cols, len(singular_values), generator=gen, dtype=torch.float64)).Q
+    return (left * torch.tensor(singular_values, dtype=torch.float64)) @ right.T
+
+
+def _thin_svd_projection(Z, rank):
+    U, S, Vh = torch.linalg.svd(Z, full_matrices=False)
+    return (U[:, :rank] * S[:rank]) @ Vh[:rank], Vh[:rank].T
+
+
+@pytest.mark.parametrize("spectrum", ["gap", "close"])
+def test_subspace_iteration_matches_the_thin_svd(spectrum):
+    Z = _with_spectrum(SPECTRA[spectrum])
+    exact, exact_basis = _thin_svd_projection(Z, 3)
+    cold = torch.linalg.qr(torch.randn(40, 6, generator=torch.Generator().manual_seed(1), dtype=torch.float64)).Q
+    found = subspace_iteration(Z, 3, cold, max_sweeps=200)
+    assert found is not None
+    scores, block, sweeps = found
+    torch.testing.assert_close(scores @ block[:, :3].T, exact, rtol=0, atol=1e-9 * float(torch.linalg.norm(Z)))
+    assert sin_theta(block[:, :3], exact_basis) < 1e-9
+    # warm-started from the block of a nearby matrix, it needs fewer sweeps than from the cold start
+    nearby = Z + 1e-3 * _with_spectrum([1.0] * 30, seed=2)
+    warm = subspace_iteration(nearby, 3, block)
+    assert warm is not None and warm[2] < sweeps
+    torch.testing.assert_close(warm[0] @ warm[1][:, :3].T, _thin_svd_projection(nearby, 3)[0], rtol=0, atol=1e-8)
+
+
+def test_subspace_iteration_reports_a_flat_spectrum_and_the_projection_falls_back_to_the_svd():
+    Z = _with_spectrum(SPECTRA["flat"])
+    cold = torch.linalg.qr(torch.randn(40, 6, generator=torch.Generator().manual_seed(1), dtype=torch.float64)).Q
+    assert subspace_iteration(Z, 3, cold) is None  # sigma_3 .. sigma_7 within 1e-3: no Ritz gap to converge on
+    projection = RankProjection(3, (60, 40), "subspace", dtype=torch.float64, device=torch.device("cpu"))
+    scores, basis = projection(Z)
+    exact, exact_basis = _thin_svd_projection(Z, 3)
+    assert projection.fallbacks == 1
+    torch.testing.assert_close(scores @ basis.T, exact, rtol=0, atol=1e-12)
+    assert sin_theta(basis, exact_basis) < 1e-10
+    with pytest.raises(ValueError, match="method='qr' is not allowed: one of 'subspace', 'svd'"):
+        RankProjection(3, (60, 40), "qr", dtype=torch.float64, device=torch.device("cpu"))
+
+
+@pytest.mark.parametrize("noise", [0.0, 0.3])
+@pytest.mark.parametrize("refit", ["none", "ls"])
+def test_meta_sp_with_subspace_iteration_follows_the_svd_iterates(noise, refit):
+    data = hps_tasks(30, 3, 200, 10, noise=noise, seed=1)
+    runs = {
+        projection: meta_subspace_pursuit(data.X, data.y, 3, refit=refit, max_iter=150, projection=projection)
+        for projection in ("svd", "subspace")
+    }
+    fast, exact = runs["subspace"], runs["svd"]
+    assert fast.n_iter == exact.n_iter
+    assert coef_error(fast.coef, exact.coef) < 1e-9
+    assert sin_theta(fast.basis, exact.basis) < 1e-9
+    objectives = [[h["objective"] for h in run.history] for run in (fast, exact)]
+    np.testing.assert_allclose(*objectives, rtol=1e-9)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -316,6 +386,7 @@ def test_validation_messages_name_the_argument(noiseless):
         (lambda: meta_subspace_pursuit(X, y, 3, max_iter=0), r"max_iter=0 is not allowed"),
         (lambda: meta_subspace_pursuit(X, y, 3, init="svd"), r"init='svd' is not allowed: one of 'zero', 'spectral'"),
         (lambda: meta_subspace_pursuit(X, y, 3, refit="lasso"), r"refit='lasso' is not allowed: one of 'none', 'ls'"),
+        (lambda: meta_subspace_pursuit(X, y, 3, projection="qr"), r"projection='qr' is not allowed: one of 'subspace'"),
         (lambda: meta_subspace_pursuit(X, y, 3, true_basis=torch.eye(5)), r"true_basis has shape \(5, 5\)"),
         (lambda: fit("altmin_gd", X, y, 3, init="spectral"), r"init='spectral' is not allowed: one of 'mom', 'random'"),
         (lambda: fit("nuclear_norm", X, y, 3, lam=-0.1), r"lam=-0.1 is not allowed"),

@@ -62,11 +62,21 @@ class TaskTensors:
 
     def loss(self, coef: torch.Tensor) -> torch.Tensor:
         """F(Θ) = (1/2T) Σ_t (1/m_t) ||X_t θ_t - y_t||²."""
-        return 0.5 * (self.residual(coef).square().sum(1) / self.counts).mean()
+        return self.loss_from_residual(self.residual(coef))
+
+    def loss_from_residual(self, residual: torch.Tensor) -> torch.Tensor:
+        """F(Θ) = (1/2T) Σ_t (1/m_t) ||r_t||² from the residuals r = residual(Θ), (T, M)."""
+        return 0.5 * (residual.square().sum(1) / self.counts).mean()
 
     def task_gradients(self, coef: torch.Tensor) -> torch.Tensor:
         """Rows g_t = (1/m_t) X_tᵀ(X_t θ_t - y_t), (T, d): each task's own gradient (T times ∇F)."""
-        return torch.einsum("tmd,tm->td", self.X, self.residual(coef)) / self.counts[:, None]
+        return self.gradients_from_residual(self.residual(coef))
+
+    def gradients_from_residual(self, residual: torch.Tensor) -> torch.Tensor:
+        """Rows g_t = (1/m_t) r_tᵀ X_t, (T, d), from the residuals r = residual(Θ), (T, M).  Written as a
+        batch of (1, M) @ (M, d) products: einsum("tmd,tm->td") and X_tᵀ r_t both take a transposed-X
+        path that measured 10-20x slower on the CPU."""
+        return (residual[:, None, :] @ self.X)[:, 0] / self.counts[:, None]
 
     def moments(self) -> torch.Tensor:
         """Rows X_tᵀ y_t / m_t, (T, d)."""
