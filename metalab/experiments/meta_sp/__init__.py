@@ -16,6 +16,7 @@ Parts (select with ``Config.parts``):
 from typing import Any
 
 from metalab.experiments.base import Experiment, Paper, Part
+from metalab.experiments.meta_sp.claims import claim_table
 from metalab.experiments.meta_sp.config import ALL_METHODS, CONFIG, EXPECTED_SLOPES, PARTS, MetaSPConfig
 from metalab.experiments.meta_sp.cost import estimate
 from metalab.experiments.meta_sp.parts import (
@@ -40,6 +41,8 @@ __all__ = [
     "PAPER",
     "PARTS",
     "MetaSPConfig",
+    "claim_table",
+    "drift_units",
     "figures",
     "fit_method",
     "make_instance",
@@ -73,6 +76,12 @@ TITLE = PAPER.title
 def figures(frame) -> dict[str, Any]:
     """Every figure the records allow, keyed by part name."""
     return plots.meta_sp_figures(frame)
+
+
+def drift_units(config: MetaSPConfig) -> list[str]:
+    """The units the drift test re-runs from a stored run (about 30 s on one core): every method at the
+    smallest m of the samples grid, Meta-SP's convergence trace, and the first noise-floor point."""
+    return ["samples/0", "convergence/0", "noise_floor/0"]
 
 
 _EVALUATION = ("sin_theta", "sin_theta_fro", "few_shot_mse", "seconds", "n_iter")

@@ -7,7 +7,7 @@ about 1.3 x; the method of moments and AltMinGD (which starts from it) 3 x; ANIL
 workspace; single-task OLS (a pseudo-inverse per task) about 5 x; exact AltMin the T per-task Gram
 matrices (8 T d^2 bytes) and its (d s)^2 system built through a T d^2 s intermediate.  Times are per
 iteration: about 1.8e-8 s per multiply-add over X plus a fixed 1-30 ms, per method; the iterative
-methods are charged their whole ``max_iter`` (they often stop earlier at ``tol``).
+methods are charged their whole iteration budget (they often stop earlier at ``tol``).
 """
 
 from __future__ import annotations
@@ -58,7 +58,9 @@ def estimate(config: MetaSPConfig) -> Cost:
     def instances(count: int, methods, **size) -> None:
         shape = {"T": c.n_tasks, "m": c.n_samples, "d": c.d, **size}
         fits.extend(
-            fit_cost(method, s=c.rank, max_iter=c.max_iter, **shape) for method in methods for _ in range(count)
+            fit_cost(method, s=c.rank, max_iter=c.iterations(method), **shape)
+            for method in methods
+            for _ in range(count)
         )
 
     if "convergence" in c.parts:

@@ -25,7 +25,7 @@ from metalab.subspace import METHODS, SubspaceResult, few_shot_mse, fit, iterate
 def _method_kwargs(method: str, config: MetaSPConfig, seed: int) -> dict[str, Any]:
     """The config's shared settings that ``method`` accepts (iteration budget, tolerance, seed)."""
     accepted = inspect.signature(METHODS[method]).parameters
-    shared = {"max_iter": config.max_iter, "tol": config.tol, "seed": seed}
+    shared = {"max_iter": config.iterations(method), "tol": config.tol, "seed": seed}
     kwargs = {k: v for k, v in shared.items() if k in accepted}
     if method == "meta_sp":
         kwargs.update(step_size=config.step_size, init=config.init, refit=config.refit)
@@ -61,6 +61,14 @@ def _evaluation(result, tasks, config: MetaSPConfig, seed: int) -> dict[str, flo
         "seconds": result.seconds,
         "n_iter": result.n_iter,
     }
+
+
+def _seconds(config: MetaSPConfig, methods, **size: int) -> float:
+    """The estimated seconds of fitting ``methods`` on one instance of the config's sizes, ``size`` (T, m,
+    d) changed: a unit's weight, its share of the progress bar and of the time left."""
+    shape = {"T": config.n_tasks, "m": config.n_samples, "d": config.d, "s": config.rank, **size}
+    seconds = sum(fit_cost(method, **shape, max_iter=config.iterations(method)).seconds for method in methods)
+    return max(seconds, 1e-6)  # the oracle's is 0
 
 
 # --------------------------------------------------------------------------------------------
@@ -109,7 +117,7 @@ def convergence_units(config: MetaSPConfig, context: None) -> list[Unit]:
 
         return unit
 
-    return [Unit(stream_meta_sp) if m == "meta_sp" else Unit(replay(m)) for m in config.methods]
+    return [Unit(stream_meta_sp if m == "meta_sp" else replay(m), weight=_seconds(config, [m])) for m in config.methods]
 
 
 def samples_units(config: MetaSPConfig, context: None) -> list[Unit]:
@@ -132,11 +140,8 @@ def samples_units(config: MetaSPConfig, context: None) -> list[Unit]:
 
         return run_unit
 
-    def weight(m: int) -> float:  # the estimated seconds of one instance's fits (the progress bar's share)
-        shape = {"T": config.n_tasks, "m": m, "d": config.d, "s": config.rank, "max_iter": config.max_iter}
-        return max(sum(fit_cost(method, **shape).seconds for method in config.methods), 1e-6)  # the oracle's is 0
-
-    return [Unit(unit(m, r), weight=weight(m)) for m in config.samples_grid for r in range(config.repeats)]
+    weights = {m: _seconds(config, config.methods, m=m) for m in config.samples_grid}
+    return [Unit(unit(m, r), weight=weights[m]) for m in config.samples_grid for r in range(config.repeats)]
 
 
 def rank_units(config: MetaSPConfig, context: None) -> list[Unit]:
@@ -165,7 +170,8 @@ def rank_units(config: MetaSPConfig, context: None) -> list[Unit]:
 
         return run_unit
 
-    return [Unit(unit(r)) for r in range(config.repeats)]
+    weight = _seconds(config, ["meta_sp"] * len(fitted_ranks))
+    return [Unit(unit(r), weight=weight) for r in range(config.repeats)]
 
 
 def noise_floor_units(config: MetaSPConfig, context: None) -> list[Unit]:
@@ -206,7 +212,17 @@ def noise_floor_units(config: MetaSPConfig, context: None) -> list[Unit]:
 
         return run_unit
 
-    return [Unit(unit(f, v, r)) for f, grid in grids.items() for v in grid for r in range(config.repeats)]
+    sizes = {"noise": None, "d": "d", "n_tasks": "T", "n_samples": "m"}
+
+    def weight(factor: str, value: float) -> float:
+        return _seconds(config, ["meta_sp"], **({sizes[factor]: int(value)} if sizes[factor] else {}))
+
+    return [
+        Unit(unit(f, v, r), weight=weight(f, v))
+        for f, grid in grids.items()
+        for v in grid
+        for r in range(config.repeats)
+    ]
 
 
 def air_quality_units(config: MetaSPConfig, context: None) -> list[Unit]:
@@ -223,6 +239,7 @@ def air_quality_units(config: MetaSPConfig, context: None) -> list[Unit]:
             stacklevel=3,
         )
         return []
+    methods = [m for m in config.methods if m != "oracle"]  # the truth is unknown
 
     def run_unit() -> Iterator[Record]:
         tasks = load_air_quality_tasks(folder, period="day", max_tasks=config.aq_max_tasks, seed=config.seed)
@@ -239,7 +256,7 @@ def air_quality_units(config: MetaSPConfig, context: None) -> list[Unit]:
             "n_features": len(tasks.feature_names),
             "support": k,
         }
-        for method in [m for m in config.methods if m != "oracle"]:
+        for method in methods:
             with Stopwatch() as watch:
                 result = fit(method, train.X, train.y, config.aq_rank, **_method_kwargs(method, config, config.seed))
             mse = few_shot_mse(result.basis, *support, *query, ridge=config.aq_ridge)
@@ -254,7 +271,7 @@ def air_quality_units(config: MetaSPConfig, context: None) -> list[Unit]:
             mse = _per_task_baseline(identity, support, query, ridge)
             yield Record("air_quality", label, 0, {**common, "n_iter": 0, "few_shot_mse": mse, "seconds": 0.0})
 
-    return [Unit(run_unit)]
+    return [Unit(run_unit, weight=_seconds(config, methods, T=config.aq_max_tasks, m=24, d=21))]
 
 
 def _per_task_baseline(identity, support, query, ridge: float | None) -> float:
@@ -286,7 +303,7 @@ def time_to_target_units(config: MetaSPConfig, context: None) -> list[Unit]:
 
         return run_unit
 
-    return [Unit(unit(r)) for r in range(config.repeats)]
+    return [Unit(unit(r), weight=_seconds(config, config.methods)) for r in range(config.repeats)]
 
 
 def time_to_target(result, target: float) -> dict[str, float]:
