@@ -123,13 +123,13 @@ def test_an_unreliable_training_run_says_so_in_its_records():
 
 
 def test_a_short_glyph_training_of_algorithm_1_at_the_default_settings_learns():
-    """The defaults (Newton inner solver, K=5, λ=0.01, N=10) with 60 meta-iterations of 4 tasks lift
-    5-way 1-shot test accuracy on 40 fixed glyph episodes well above chance (0.2) and above the start."""
+    """The defaults (Newton inner solver, K=5, λ=0.01, N=10, Adam 1e-3) with 30 meta-iterations of 4 tasks
+    lift 5-way 1-shot accuracy on 40 fixed test episodes of glyphs from 0.47 to 0.73 (chance: 0.2)."""
     config = MemoryReducedConfig(
-        dataset="glyphs", hidden=16, image_size=20, shots=(1,), meta_batch=4, meta_iterations=60,
-        eval_every=60, eval_episodes=40, meta_lr=3e-3,
+        dataset="glyphs", hidden=8, image_size=16, shots=(1,), meta_batch=4, meta_iterations=30, eval_every=30,
+        eval_episodes=40,
     )  # fmt: skip
     rows = [values for _, values, _ in train("implicit", 1, config, load_data(config))]
     first, last = rows[0], rows[-1]
-    assert last["iteration"] == 60 and last["status"] == "ok"
-    assert last["test_accuracy"] >= 0.5 and last["test_accuracy"] >= first["test_accuracy"] + 0.05, (first, last)
+    assert last["iteration"] == 30 and last["status"] == "ok"
+    assert last["test_accuracy"] >= 0.6 and last["test_accuracy"] >= first["test_accuracy"] + 0.15, (first, last)
