@@ -31,19 +31,33 @@ def fits(model: nn.Module) -> bool:
     return type(model) is MLP and all(isinstance(layer, (nn.Linear, *_ELEMENTWISE)) for layer in model)
 
 
+def _linear(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """h Wᵀ + b for inputs (B, n, in), with W shared (out, in) or per task (B, out, in), b (out,) or (B, out)."""
+    if bias.ndim == 2:
+        bias = bias.unsqueeze(1)
+    if weight.ndim == 3:
+        return torch.baddbmm(bias, h, weight.transpose(1, 2))
+    return nn.functional.linear(h, weight) + bias
+
+
+def _recorded_forward(
+    model: MLP, params: Params, x: torch.Tensor
+) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+    """The outputs, and each linear layer's inputs h and pre-activations a = h Wᵀ + b, in order."""
+    h, inputs, pre_activations = x, [], []
+    for name, layer in model.named_children():
+        if isinstance(layer, nn.Linear):
+            inputs.append(h)
+            h = _linear(h, params[f"{name}.weight"], params[f"{name}.bias"])
+            pre_activations.append(h)
+        else:
+            h = layer(h)
+    return h, inputs, pre_activations
+
+
 def forward(model: MLP, params: Params, x: torch.Tensor) -> torch.Tensor:
     """The MLP on inputs x (B, n, in) with each weight shared (out, in) or per task (B, out, in)."""
-    h = x
-    for name, layer in model.named_children():
-        if not isinstance(layer, nn.Linear):
-            h = layer(h)
-            continue
-        weight, bias = params[f"{name}.weight"], params[f"{name}.bias"]
-        if weight.ndim == 3:
-            h = torch.baddbmm(bias.unsqueeze(1), h, weight.transpose(1, 2))
-        else:
-            h = nn.functional.linear(h, weight, bias)
-    return h
+    return _recorded_forward(model, params, x)[0]
 
 
 def task_losses(pred: torch.Tensor, y: torch.Tensor, loss: str) -> torch.Tensor:
@@ -73,12 +87,34 @@ def unrolled_query_losses(
     The inner loss is L_t + l1 · Σ_{k in l1_names} |W_t,k| (``l1_names`` must be among ``names``).
     """
     (sx, sy), (qx, qy) = support, query
-    n_tasks = sx.shape[0]
-    fast = {k: params[k].expand(n_tasks, *params[k].shape) for k in names}
+    linear = [name for name, layer in model.named_children() if isinstance(layer, nn.Linear)]
+    fast = {k: params[k] for k in names}
     for _ in range(steps):
-        inner = task_losses(forward(model, {**params, **fast}, sx), sy, loss).sum()
-        if l1:
-            inner = inner + l1 * sum(fast[k].abs().sum() for k in l1_names)
-        grads = torch.autograd.grad(inner, list(fast.values()), create_graph=second_order)
-        fast = {k: w - lr * g for (k, w), g in zip(fast.items(), grads, strict=True)}
+        current = {**params, **fast}
+        gradients = _inner_gradients(model, current, linear, names, sx, sy, loss, second_order)
+        for k in l1_names:  # the subgradient of l1 · |W|, sign(W), has zero derivative
+            gradients[k] = gradients[k] + l1 * current[k].detach().sign()
+        fast = {k: current[k] - lr * g for k, g in gradients.items()}
     return task_losses(forward(model, {**params, **fast}, qx), qy, loss)
+
+
+def _inner_gradients(model, params, linear, names, x, y, loss, second_order) -> Params:
+    """Every task's gradient ∇L_t(φ_t) for the parameters ``names`` (B, *shape).
+
+    Autograd gives ∂(Σ_t L_t)/∂a for each layer's pre-activations a (B, n, out), which are per task
+    even where the weights are still shared (those products stay single matrix products); each task's
+    weight gradient is then ∇W_t = g_tᵀ h_t (one batched product) and its bias gradient ∇b_t = Σ_n g_t.
+    """
+    out, inputs, pre_activations = _recorded_forward(model, params, x)
+    chosen = [i for i, name in enumerate(linear) if {f"{name}.weight", f"{name}.bias"} & set(names)]
+    total = task_losses(out, y, loss).sum()
+    grads = torch.autograd.grad(total, [pre_activations[i] for i in chosen], create_graph=second_order)
+    gradients = {}
+    for i, g in zip(chosen, grads, strict=True):
+        weight, bias = f"{linear[i]}.weight", f"{linear[i]}.bias"
+        if weight in names:
+            h = inputs[i] if second_order else inputs[i].detach()
+            gradients[weight] = torch.bmm(g.transpose(1, 2), h)
+        if bias in names:
+            gradients[bias] = g.sum(1)
+    return gradients
