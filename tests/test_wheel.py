@@ -43,6 +43,13 @@ def test_the_installed_package_is_not_the_checkout(installed, tmp_path, repo_roo
         check=True,
     ).stdout.strip()
     assert not Path(where).resolve().is_relative_to(repo_root)
+    shipped = (
+        "from metalab import pretrained; print(*[pretrained.load(m.name)[1].name for m in pretrained.available()])"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", shipped], env=installed, cwd=tmp_path, capture_output=True, text=True
+    )
+    assert "sinusoid_maml_k10" in loaded.stdout.split(), loaded.stderr  # the stored models ship, checksums intact
 
 
 def test_metalab_notebooks_copies_the_shipped_notebooks(installed, tmp_path):

@@ -52,15 +52,21 @@ def _eval_sinusoids(config: MLSRConfig):
     return batch, (batch.support_x.to(device), batch.support_y.to(device)), batch.query_x.to(device)
 
 
+def sinusoid_test_mse(config: MLSRConfig, model: Trained, steps: int) -> torch.Tensor:
+    """MSE (steps + 1, tasks) of ``model`` on the config's fixed test sinusoids (``eval_tasks`` tasks of
+    ``eval_shots`` support and ``eval_query`` query points) after 0..steps test-time steps."""
+    batch, support, qx = _eval_sinusoids(config)
+    with torch.no_grad():
+        preds = adapt_predictions(config, model, support, qx, steps)
+    return (preds - batch.query_y.to(preds.device)).square().flatten(2).mean(-1)
+
+
 def _sinusoid_mse(config: MLSRConfig, context: MLSRContext, spec: ModelSpec, steps: int) -> torch.Tensor:
-    """MSE (steps + 1, tasks) of the trained ``spec`` on the fixed test sinusoids after 0..steps test-time
-    steps; computed once per run (the 'sinusoid' and 'published' parts share it)."""
+    """:func:`sinusoid_test_mse` of the trained ``spec``, computed once per run (the 'sinusoid' and 'published' parts
+    share it)."""
     key = ("sinusoid_mse", spec, steps)
     if key not in context.evaluations:
-        batch, support, qx = _eval_sinusoids(config)
-        with torch.no_grad():
-            preds = adapt_predictions(config, context.models[spec], support, qx, steps)
-        context.evaluations[key] = (preds - batch.query_y.to(preds.device)).square().flatten(2).mean(-1)
+        context.evaluations[key] = sinusoid_test_mse(config, context.models[spec], steps)
     return context.evaluations[key]
 
 
