@@ -16,6 +16,8 @@ from metalab.experiments.mlsr.sinusoid_inits import (
     init_name,
     load_sinusoid_init,
     published_claim_table,
+    sinusoid_init_config,
+    train_sinusoid_init,
 )
 from metalab.nets import MLP
 from metalab.pretrained import PretrainedError
@@ -23,11 +25,16 @@ from metalab.pretrained import PretrainedError
 COMMAND = "python -m metalab.pretrained.train tiny"
 
 
-@pytest.mark.parametrize("method", INIT_METHODS)
-def test_stored_sinusoid_init_reproduces_its_stored_evaluation(method):
+SINUSOID_INITS = [m.name for m in pretrained.available() if m.name.startswith("sinusoid_")]
+
+
+@pytest.mark.parametrize("name", SINUSOID_INITS)
+def test_stored_sinusoid_init_reproduces_its_stored_evaluation(name):
     """Adapting the loaded initialisation on the 100 fixed check tasks repeats the stored MSE after 1 / 5 / 10
     steps (to float noise), and those agree with the stored 600-task evaluation within the two intervals."""
-    config, model, info = load_sinusoid_init(method, 10)
+    method, shots = name.removeprefix("sinusoid_").rsplit("_k", 1)
+    config, model, info = load_sinusoid_init(method, int(shots))
+    assert info.name == name and config.shots == int(shots)
     with torch.random.fork_rng(devices=[]):
         check = evaluate_sinusoid_init(config, model, CHECK_TASKS)
     stored, test = info.evaluation["check"], info.evaluation["test"]
@@ -46,6 +53,19 @@ def test_stored_files_are_small_and_match_their_checksums():
         assert model.size < 64_000, f"{model.file} is {model.size} bytes"
         assert model.format_version == pretrained.FORMAT_VERSION and model.command.startswith("python -m metalab")
         assert all(torch.isfinite(t).all() for t in tensors.values())
+
+
+def test_a_resumed_training_run_repeats_a_straight_one(tmp_path):
+    """Stopping after 3 meta-iterations and resuming from the checkpoint to 6 gives the parameters of 6
+    iterations run straight (same meta-batches, same Adam state)."""
+    straight, _ = train_sinusoid_init(sinusoid_init_config(iterations=6), "maml", log=lambda line: None)
+    checkpoint = tmp_path / "maml.pt"
+    train_sinusoid_init(sinusoid_init_config(iterations=3), "maml", checkpoint, checkpoint_every=3, log=print)
+    resumed, summary = train_sinusoid_init(sinusoid_init_config(iterations=6), "maml", checkpoint, log=print)
+    torch.testing.assert_close(resumed.params, straight.params)
+    assert summary["meta_iterations"] == 6
+    with pytest.raises(ValueError, match=r"maml\.pt is at iteration 6, past meta_iterations=3"):
+        train_sinusoid_init(sinusoid_init_config(iterations=3), "maml", checkpoint, log=print)
 
 
 def test_claim_table_compares_maml_with_the_published_numbers_and_mlsr_with_maml():
