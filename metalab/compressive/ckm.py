@@ -73,13 +73,19 @@ def rff_sketch_for_kmeans(
     return RandomFourierFeatures(dim, sketch_size // 2, scale, seed=seed)
 
 
-def _nnls(gram: torch.Tensor, rhs: torch.Tensor, iterations: int = 100) -> torch.Tensor:
-    """``argmin_{a >= 0} a^T G a / 2 - h^T a`` for a batch ``G (P, K, K)``, ``h (P, K)``: accelerated projected gradient."""
+def _nnls(gram: torch.Tensor, rhs: torch.Tensor, iterations: int = 100, tol: float = 1e-9) -> torch.Tensor:
+    """``argmin_{a >= 0} a^T G a / 2 - h^T a`` for a batch ``G (P, K, K)``, ``h (P, K)``: accelerated projected gradient.
+
+    Stops after ``iterations``, or once a step moves no weight by more than ``tol max_k a_k`` (checked
+    every 10 steps).
+    """
     step = 1.0 / torch.linalg.eigvalsh(gram)[:, -1:].clamp(min=1e-300)
     a = prev = torch.zeros_like(rhs)
     for t in range(iterations):
         y = a + (t / (t + 3)) * (a - prev)
         prev, a = a, (y - step * ((gram @ y.unsqueeze(-1)).squeeze(-1) - rhs)).clamp(min=0.0)
+        if t % 10 == 9 and bool(((a - prev).abs() <= tol * a.abs().amax(dim=1, keepdim=True)).all()):
+            break
     return a
 
 
@@ -94,21 +100,26 @@ class _DiracSketches:
         # Step length for moving a centroid: a tenth of the typical wavelength 1 / ||w||.
         self.length = 0.1 / float(self.frequencies.pow(2).sum(dim=1).mean().sqrt())
 
+    def _cos_sin(self, C: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``c_norm cos(W c)`` and ``c_norm sin(W c)`` for every row of ``C (..., d)``: two ``(..., m / 2)``."""
+        t = C @ self.frequencies.T
+        return self.c_norm * torch.cos(t), self.c_norm * torch.sin(t)
+
     def __call__(self, C: torch.Tensor) -> torch.Tensor:
         """``phi(c)`` for every row of ``C (..., d)``: ``(..., m)``."""
-        t = C @ self.frequencies.T
-        return self.c_norm * torch.cat([torch.cos(t), torch.sin(t)], dim=-1)
+        return torch.cat(self._cos_sin(C), dim=-1)
 
-    def _pull(self, C: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """``grad_c <phi(c), v> = c_norm sum_j (cos(w_j c) v_sin_j - sin(w_j c) v_cos_j) w_j`` per row of ``C``."""
-        t = C @ self.frequencies.T
-        F = t.shape[-1]
-        return (self.c_norm * (torch.cos(t) * v[..., F:] - torch.sin(t) * v[..., :F])) @ self.frequencies
+    def _pull(self, cos: torch.Tensor, sin: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """``grad_c <phi(c), v> = c_norm sum_j (cos(w_j c) v_sin_j - sin(w_j c) v_cos_j) w_j`` per row, from
+        :meth:`_cos_sin`'s ``cos`` and ``sin`` (the trigonometry is computed once per point)."""
+        F = cos.shape[-1]
+        return (cos * v[..., F:] - sin * v[..., :F]) @ self.frequencies
 
     def correlation(self, C: torch.Tensor, r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``<phi(c), r>`` and its gradient for candidates ``C (P, S, d)`` and residuals ``r (P, m)``."""
         r = r.unsqueeze(1)
-        return (self(C) * r).sum(-1), self._pull(C, r)
+        cos, sin = self._cos_sin(C)
+        return (torch.cat([cos, sin], dim=-1) * r).sum(-1), self._pull(cos, sin, r)
 
     def mixture(self, alpha: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
         """``sum_k alpha_k phi(c_k)`` for ``alpha (P, K)``, ``C (P, K, d)``: ``(P, m)``."""
@@ -117,9 +128,10 @@ class _DiracSketches:
     def misfit_gradients(self, z, alpha, C) -> tuple[torch.Tensor, torch.Tensor]:
         """Gradients in ``alpha`` and ``C`` of ``||sum_k alpha_k phi(c_k) - z||^2 = ||e||^2``:
         ``2 <phi(c_k), e>`` and ``2 alpha_k grad_c <phi(c_k), e>``."""
-        A = self(C)
+        cos, sin = self._cos_sin(C)
+        A = torch.cat([cos, sin], dim=-1)
         e = (alpha.unsqueeze(-1) * A).sum(dim=1, keepdim=True) - z.unsqueeze(1)
-        return 2.0 * (A * e).sum(-1), 2.0 * alpha.unsqueeze(-1) * self._pull(C, e)
+        return 2.0 * (A * e).sum(-1), 2.0 * alpha.unsqueeze(-1) * self._pull(cos, sin, e)
 
     def weights(self, C: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """NNLS weights ``argmin_{alpha >= 0} ||z - sum_k alpha_k phi(c_k)||``."""
