@@ -94,7 +94,7 @@ def check_param_dict(model: nn.Module, params: Any) -> Params:
             raise ValueError(f"params[{k!r}] is not allowed: a floating-point tensor")
         out[k] = v.detach()
     if not all_finite(list(out.values())):
-        bad = next(k for k, v in out.items() if not bool(torch.isfinite(v).all()))
+        bad = next(k for k, v in out.items() if not all_finite([v]))
         raise ValueError(f"params[{bad!r}] contains non-finite values (NaN or inf)")
     return out
 
@@ -106,7 +106,7 @@ def check_inputs(name: str, x: Any, dtype: torch.dtype) -> torch.Tensor:
         raise ValueError(
             f"{name} of shape/type {shape} is not allowed: a floating tensor (tasks >= 1, samples >= 1, *input_shape)"
         )
-    if not bool(torch.isfinite(x).all()):
+    if not all_finite([x]):
         raise ValueError(f"{name} contains non-finite values (NaN or inf)")
     return x.detach().to(dtype)
 
@@ -188,7 +188,7 @@ def check_pair(
         raise ValueError(
             f"{name} y of dtype {y.dtype} is not allowed for loss='mse': a real floating tensor (tasks, samples, out)"
         )
-    elif not bool(torch.isfinite(y).all()):
+    elif not all_finite([y]):
         raise ValueError(f"{name} y contains non-finite values (NaN or inf)")
     if outputs is not None:
         check_targets(f"{name} y", y, outputs(f"{name} x", x), loss)

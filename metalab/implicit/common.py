@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from metalab.core.checks import check_int, check_number
-from metalab.core.results import BATCH_MODES, HypergradientWarning
+from metalab.core.results import BATCH_MODES, HypergradientWarning, all_finite
 from metalab.implicit.cg import CGWarning
 from metalab.implicit.heads import INNER_SOLVERS
 
@@ -96,11 +96,13 @@ def check_params(params: Any, head: Any) -> tuple[dict[str, torch.Tensor], dict[
         raise ValueError(
             f"head has weight {tuple(weight.shape)} and bias {tuple(bias.shape)}; expected (C, d) and (C,)"
         )
-    for name, tensor in [*params.items(), ("head.weight", weight), ("head.bias", bias)]:
+    tensors = {**params, "head.weight": weight, "head.bias": bias}
+    for name, tensor in tensors.items():
         if not tensor.is_floating_point():
             raise ValueError(f"{name} has dtype {tensor.dtype}; expected a floating-point tensor")
-        if not bool(torch.isfinite(tensor).all()):
-            raise ValueError(f"{name} contains non-finite values (NaN or inf)")
+    if not all_finite(list(tensors.values())):
+        bad = next(name for name, tensor in tensors.items() if not all_finite([tensor]))
+        raise ValueError(f"{bad} contains non-finite values (NaN or inf)")
     return {k: v.detach() for k, v in params.items()}, {k: v.detach() for k, v in head.items()}
 
 
@@ -117,7 +119,7 @@ def check_tasks(
             raise ValueError(
                 f"{name} of shape/type {shape} is not allowed: a floating tensor (tasks, samples, *input_shape)"
             )
-        if not bool(torch.isfinite(x).all()):
+        if not all_finite([x]):
             raise ValueError(f"{name} contains non-finite values (NaN or inf)")
         out[name] = x.detach().to(device=device, dtype=dtype)
     for name, y in ys.items():
