@@ -154,3 +154,16 @@ def test_a_stored_run_agrees_with_the_code(paper):
     sliced = stored.frame[stored.frame["unit"].isin(names)]
     assert len(sliced) > 0
     assert compare(sliced, fresh, skip=volatile, rtol=RTOL, atol=ATOL) == []
+
+
+def test_the_meta_sp_page_shows_the_stored_run_with_its_provenance(tmp_path, monkeypatch, app_page):
+    experiment = get_experiment("meta_sp")
+    config = experiment.config.preset("quick", parts=("convergence", "samples"), methods=("meta_sp", "mom", "anil"))
+    reproduce(experiment, tmp_path / "meta_sp", config=config, log=quiet)
+    monkeypatch.setattr(results, "folder", lambda: tmp_path)
+    at = app_page("meta_sp", 60)(view="Stored paper-scale run").run()
+    assert not at.exception
+    assert "stored paper-scale run" in at.subheader[0].value.lower()
+    assert "metalab reproduce meta_sp" in at.caption[-1].value
+    claims = at.dataframe[0].value
+    assert "with few samples per task Meta-SP recovers the subspace where MoM and ANIL do not" in set(claims["claim"])

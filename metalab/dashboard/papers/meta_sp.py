@@ -6,9 +6,11 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
+from metalab import results
 from metalab.dashboard import lab, page
 from metalab.dashboard.controls import control, url
 from metalab.experiments import get_experiment
+from metalab.experiments.meta_sp import claim_table
 from metalab.plots import styles
 from metalab.plots.common import log_floor
 
@@ -16,7 +18,9 @@ experiment = get_experiment("meta_sp")
 CONFIG = experiment.config
 DEFAULT = CONFIG.preset("quick")
 #: view shown in the page (and in the URL) -> the experiment part it runs
-VIEWS = {"Convergence": "convergence", "Samples": "samples"}
+VIEWS = {"Convergence": "convergence", "Samples": "samples", "Stored paper-scale run": "stored"}
+#: the figures of the stored run the page draws itself (the others are shown as the stored PNGs)
+DRAWN = ("convergence", "samples")
 METHOD = r"""
 Task $t = 1..T$ has $m$ samples $y_{t,i} = x_{t,i}^\top \theta_t^* + \varepsilon_{t,i}$ with
 $x \sim N(0, I_d)$, noise $\varepsilon \sim N(0, \sigma^2)$ and $\theta_t^* = B^* w_t$: all tasks share the
@@ -232,9 +236,44 @@ def controls() -> tuple[str, dict]:
     return view, values
 
 
+def provenance_text(provenance: dict) -> str:
+    """Where the stored run came from, in one line."""
+    commit = (provenance.get("git_commit") or "unknown")[:10] + (
+        " (uncommitted changes)" if provenance.get("git_dirty") else ""
+    )
+    machine = f"{provenance['cpu']}, {provenance['torch_threads']} torch thread(s), device {provenance['device']}"
+    return (
+        f"`metalab reproduce meta_sp` at commit {commit} · {machine} · torch {provenance['torch']}, Python "
+        f"{provenance['python']} · {provenance['wall_seconds'] / 60:.0f} min of compute, finished {provenance['finished_utc']}"
+    )
+
+
+def stored_view() -> None:
+    """The stored paper-scale run: its provenance, the claim table, the samples and convergence charts,
+    and the other figures as stored; the live views train on the settings in the sidebar."""
+    try:
+        stored = results.load("meta_sp")
+    except (FileNotFoundError, ValueError) as error:
+        st.info(str(error), icon=":material/info:")
+        return
+    config = stored.config_object()
+    st.subheader("Stored paper-scale run")
+    st.caption(provenance_text(stored.provenance))
+    st.markdown(f"{settings_text(config)}, {config.repeats} repeats. Train live: choose Convergence or Samples.")
+    st.dataframe(claim_table(stored.frame), hide_index=True)
+    st.altair_chart(samples_chart(stored.frame, config, False), width="stretch")
+    st.altair_chart(convergence_chart(stored.frame, config, False), width="stretch")
+    for figure in stored.figures():
+        if figure.stem not in DRAWN:
+            st.image(str(figure), caption=figure.stem.replace("_", " "))
+
+
 def main() -> None:
     page.header(experiment, method=METHOD)
     view, values = controls()
+    if view == "stored":
+        stored_view()
+        return
     config = lab.build_config(CONFIG, values)
     if config is None:
         return

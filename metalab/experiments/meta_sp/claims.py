@@ -60,7 +60,7 @@ def convergence_claim(frame: pd.DataFrame) -> dict[str, str] | None:
 
 
 def noise_floor_claim(frame: pd.DataFrame) -> dict[str, str] | None:
-    slopes = noise_floor_slopes(frame)
+    slopes = noise_floor_slopes(frame) if (frame["part"] == "noise_floor").any() else {}
     if not slopes:
         return None
     gaps = {factor: abs(slope - EXPECTED_SLOPES[factor]) for factor, slope in slopes.items()}
