@@ -13,7 +13,7 @@ config); a different config is refused unless ``restart``.
 
 A finished run leaves ``records.csv`` (``records.csv.gz`` above :data:`GZIP_ABOVE` bytes) with a
 ``unit`` column, ``config.json``, ``provenance.json`` (code version, machine, device, start, end,
-compute seconds) and one PNG per figure.  :func:`drift` re-runs a slice of units of a stored run and
+compute seconds, wall and CPU) and one PNG per figure.  :func:`drift` re-runs a slice of units of a stored run and
 compares them with its records, so a stored result cannot drift from the code unnoticed.
 """
 
@@ -182,6 +182,8 @@ def _provenance(experiment: Experiment, device, lines: list[dict[str, Any]], fra
         "finished_utc": utc_now(),
         "sessions": len(sessions),
         "wall_seconds": sum(line["context_seconds"] for line in sessions) + sum(line["seconds"] for line in done),
+        # the process's CPU time in the units: a dedicated core's wall time when torch runs one thread
+        "cpu_seconds": sum(line.get("cpu_seconds", math.nan) for line in done),
         "units": len(done),
         "records": len(frame),
     }
@@ -247,13 +249,13 @@ def _run_units(units: Sequence[NamedUnit], config: Config, stream: RunFolder, li
         log(f"resuming: {len(units) - len(todo)} of {len(units)} units already done, {len(todo)} to run")
     spent, weight_done = 0.0, 0.0
     for count, named in enumerate(todo, 1):
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         for record in run_unit(named, config):
             row = {"unit": named.name, **record.as_row(), "progress": record.progress}
             stream.append(record, unit=named.name)
             lines.append(row)
         seconds = time.perf_counter() - started
-        mark = {"done": named.name, "seconds": seconds, "finished": utc_now()}
+        mark = {"done": named.name, "seconds": seconds, "cpu_seconds": time.process_time() - cpu, "finished": utc_now()}
         stream.write_line(mark)
         lines.append(mark)
         spent, weight_done, left = spent + seconds, weight_done + named.unit.weight, left - named.unit.weight

@@ -244,7 +244,7 @@ def provenance_text(provenance: dict) -> str:
     machine = f"{provenance['cpu']}, {provenance['torch_threads']} torch thread(s), device {provenance['device']}"
     return (
         f"`metalab reproduce meta_sp` at commit {commit} · {machine} · torch {provenance['torch']}, Python "
-        f"{provenance['python']} · {provenance['wall_seconds'] / 60:.0f} min of compute, finished {provenance['finished_utc']}"
+        f"{provenance['python']} · {provenance['wall_seconds'] / 60:.0f} min wall, {provenance.get('cpu_seconds', float('nan')) / 60:.0f} min CPU, finished {provenance['finished_utc']}"
     )
 
 
