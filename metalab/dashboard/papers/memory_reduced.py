@@ -29,7 +29,7 @@ VIEW_CONTROLS = {
     "final": ("final_episodes",),
 }
 #: record statuses that say a method's computation failed: such a method is never ranked
-FAILED = ("cg_fallback", "non_finite", "diverged", "nonpositive_curvature")
+FAILED = ("cg_fallback", "non_finite", "diverged", "nonpositive_curvature", "inner_not_converged")
 SINGULAR = (
     "The inner objective is g(φ) = CE(support; φ) + λ/2 ‖φ‖². Cross-entropy alone does not change when one vector "
     "is added to every class's weights, nor, with fewer support points than feature dimensions, along directions "
