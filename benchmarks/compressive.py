@@ -4,9 +4,9 @@
         [--threads 1,2] [--decode-n 20000] [--decode-sets 3]
 
 Both rows use the experiment's k-means data (Gaussian mixtures in ``[-1, 1]^d``, held-out split) and
-sketch size ``m = 10 k d``; "ours" is :class:`~metalab.compressive.randomized.RandomizedLearner`'s
-random Fourier map (frequency scale by its median rule) and :func:`~metalab.compressive.ckm.ckm` with 3
-restarts.
+sketch size ``m = 10 k d``; "ours" is the library's two lines: the random Fourier map of
+:func:`~metalab.compressive.ckm.rff_sketch_for_kmeans` (frequency scale from the median distance of
+500 samples) and :func:`~metalab.compressive.ckm.ckm` with 3 restarts in the box ``[-1, 1]^d``.
 
 * ``end to end``: on ``--n`` rows, sketch (:meth:`Sketch.of <metalab.compressive.sketch.Sketch.of>`)
   plus decode, against ``sklearn.cluster.KMeans(n_init=5)`` on the full data.  The learned
@@ -32,11 +32,10 @@ from functools import partial
 import numpy as np
 import torch
 
-from metalab.compressive import SketchNetwork, references
-from metalab.compressive.ckm import ckm
+from metalab.compressive import RandomFourierFeatures, SketchNetwork, references
+from metalab.compressive.ckm import ckm, rff_sketch_for_kmeans
 from metalab.compressive.datasets import Mixtures
-from metalab.compressive.query import make_task
-from metalab.compressive.randomized import BOX, RandomizedLearner
+from metalab.compressive.randomized import BOX
 from metalab.compressive.sketch import Sketch
 from metalab.core.timing import Stopwatch
 
@@ -66,10 +65,10 @@ def timed(threads: int, run: Callable[[], object]) -> tuple[float, object]:
     return watch.seconds, result
 
 
-def ours(learner: RandomizedLearner, X: torch.Tensor, k: int) -> torch.Tensor:
-    """Compressive k-means: the sketch of ``X``, then CL-OMPR on it (centroids)."""
-    sketch = Sketch.of(learner.feature_map, X)
-    return ckm(sketch, None, k, bounds=BOX, restarts=RESTARTS, seed=learner.seed, device="cpu")[0]
+def ours(X: torch.Tensor, k: int, seed: int) -> torch.Tensor:
+    """Compressive k-means: the Fourier map's scale from the data, the sketch of ``X``, CL-OMPR (centroids)."""
+    sketch = Sketch.of(rff_sketch_for_kmeans(X, 10 * k * X.shape[1], seed=seed), X)
+    return ckm(sketch, None, k, bounds=BOX, restarts=RESTARTS, seed=seed, device="cpu")[0]
 
 
 def sklearn_kmeans(X: np.ndarray, k: int, seed: int) -> torch.Tensor:
@@ -78,9 +77,8 @@ def sklearn_kmeans(X: np.ndarray, k: int, seed: int) -> torch.Tensor:
     return torch.from_numpy(fitted.cluster_centers_)
 
 
-def pycle_ckm(learner: RandomizedLearner, z: torch.Tensor, k: int, seed: int) -> torch.Tensor:
-    """pycle's CL-OMPR on the sketch mean ``z`` of our map, as complex exponentials (centroids)."""
-    fmap = learner.feature_map
+def pycle_ckm(fmap: RandomFourierFeatures, z: torch.Tensor, k: int, seed: int) -> torch.Tensor:
+    """pycle's CL-OMPR on the sketch mean ``z`` of ``fmap``, as complex exponentials (centroids)."""
     F = fmap.n_frequencies
     phi = SimpleFeatureMap("complexExponential", fmap.frequencies.T.numpy().copy(), c_norm=fmap.c_norm)
     bounds = np.array([[BOX[0]] * fmap.input_dim, [BOX[1]] * fmap.input_dim])
@@ -110,12 +108,11 @@ def end_to_end(args: argparse.Namespace) -> None:
         print("end to end: skipped, scikit-learn (and threadpoolctl) are not installed (pip install scikit-learn)")
         return
     d, k, m = args.d, args.k, 10 * args.k * args.d
-    learner = RandomizedLearner(make_task("kmeans", d, k=k), m, seed=args.seed)
     network = SketchNetwork(d, m, seed=args.seed)
     X = Mixtures(args.n, d, k).sample(1, seed=args.seed, split="held_out").X[0]
     X_numpy = X.numpy()
     sides = {
-        "ckm": lambda: ours(learner, X, k),
+        "ckm": lambda: ours(X, k, args.seed),
         "sklearn": lambda: sklearn_kmeans(X_numpy, k, args.seed),
         "learned sketch": lambda: Sketch.of(network, X),
     }
@@ -141,16 +138,16 @@ def decoding(args: argparse.Namespace) -> None:
         print("decode: skipped, pycle or scikit-learn is not installed (pip install pycle scikit-learn)")
         return
     d, k, m = args.d, args.k, 10 * args.k * args.d
-    learner = RandomizedLearner(make_task("kmeans", d, k=k), m, seed=args.seed)
     data = Mixtures(args.decode_n, d, k).sample(args.decode_sets, seed=args.seed + 1, split="held_out").X
     seconds = {(name, t): [] for name in ("ckm", "pycle") for t in args.threads}
     ratios = {"ckm": [], "pycle": []}
     for i, X in enumerate(data):
-        z = learner.pooled(X[None])[0]
+        fmap = rff_sketch_for_kmeans(X, m, seed=args.seed)
+        z = Sketch.of(fmap, X).mean
         exact = float(references.kmeans_sse(X, sklearn_kmeans(X.numpy(), k, args.seed)))
         sides = {
-            "ckm": partial(ckm, z, learner.feature_map, k, bounds=BOX, restarts=RESTARTS, seed=i, device="cpu"),
-            "pycle": partial(pycle_ckm, learner, z, k, seed=i),
+            "ckm": partial(ckm, z, fmap, k, bounds=BOX, restarts=RESTARTS, seed=i, device="cpu"),
+            "pycle": partial(pycle_ckm, fmap, z, k, seed=i),
         }
         for t in args.threads:
             for name, run in sides.items():

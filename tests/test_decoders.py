@@ -81,6 +81,17 @@ def test_ckm_on_a_5d_mixture_is_within_1_3_of_lloyd():
     assert float(weights.min()) > 0.1  # balanced clusters: weights near 1/5
 
 
+def test_ckm_at_the_benchmark_setting_keeps_lloyds_sse():
+    # benchmarks/compressive.py's setting (d = 10, k = 5, m = 10 k d) on the experiment's mixtures:
+    # the float32 sketch and the faster decoder must keep the SSE of full-data k-means
+    k, d = 5, 10
+    X = dataset_family("mixtures", n=20_000, d=d, k=k).sample(1, seed=3, split="held_out").X[0]
+    fmap = rff_sketch_for_kmeans(X, 10 * k * d)
+    C, _ = ckm(fmap.sketch(X), None, k, bounds=(-1.0, 1.0), seed=3, device="cpu")
+    ratio = float(kmeans_sse(X, C) / kmeans(X, k)[1])
+    assert ratio < 1.05, ratio  # measured 1.002 (1.001-1.003 over 8 held-out sets)
+
+
 def test_ckm_recovers_an_exact_mixture_of_diracs():
     centres = torch.tensor([[-0.6, 0.5], [0.5, 0.4], [0.0, -0.6]], dtype=torch.float64)
     counts = torch.tensor([50, 30, 20])
