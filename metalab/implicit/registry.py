@@ -60,14 +60,15 @@ def hypergradient(
         The meta-batch: inputs (B, n, ...) and integer labels in 0..C-1 (B, n).
     **options
         Those of :class:`~metalab.implicit.common.Options` (inner_steps, inner_lr, l2, cg_steps,
-        cg_tol, prox, batch_mode; a method ignores those it does not use); ``warm_start`` for
-        ``"implicit"`` only.
+        cg_tol, prox, batch_mode, and Algorithm 1's inner_solver, inner_tol, max_inner_residual; a
+        method ignores those it does not use); ``warm_start`` for ``"implicit"`` only.
 
     Returns
     -------
     HypergradResult
         The meta-gradient averaged over the tasks, the query loss and accuracy, the CG solve(s) and
-        the status (see :class:`metalab.core.results.HypergradResult`).
+        the status (see :class:`metalab.core.results.HypergradResult`; ``"implicit"`` may also report
+        ``"inner_not_converged"``).
     """
     if method not in HYPERGRADIENTS:
         raise ValueError(f"method={method!r} is not allowed: one of " + ", ".join(map(repr, HYPERGRADIENTS)))
