@@ -76,3 +76,17 @@ def test_forward_with_per_task_weights_matches_each_task_alone():
     for t in range(sx.shape[0]):
         alone = torch.func.functional_call(model, {k: v[t] for k, v in per_task.items()}, (sx[t],))
         assert torch.allclose(out[t], alone, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("method", ["maml", "fomaml"])
+def test_weights_kept_factored_over_several_steps_give_the_generic_meta_gradient(method):
+    torch.manual_seed(2)
+    model = MLP([4, 32, 32, 3]).double()  # 4 shots: rank 4, 8, 12 stays below 32 * 32 / 64 = 16
+    sx, qx = torch.randn(2, 3, 4, 4, dtype=torch.float64).unbind(0)
+    sy, qy = torch.randint(0, 3, (2, 3, 4)).unbind(0)
+    options = {"inner_steps": 3, "inner_lr": 0.5, "loss": "ce"}
+    fast = meta_gradient(method, model, param_dict(model), (sx, sy), (qx, qy), **options)
+    slow = meta_gradient(method, nn.Sequential(*model), param_dict(model), (sx, sy), (qx, qy), **options)
+    assert _relative_difference(fast.grads, slow.grads) < 1e-6
+    factored = batched._cheaper_folded((torch.zeros(3, 12, 32), torch.zeros(3, 12, 32)))
+    assert not factored and batched._cheaper_folded((torch.zeros(3, 17, 32), torch.zeros(3, 17, 32)))

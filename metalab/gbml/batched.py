@@ -6,11 +6,17 @@ products: with per-task weights W (B, out, in) and biases b (B, out) a layer com
 
     h_t ← σ(h_t W_tᵀ + b_t)   for every task t at once (``torch.baddbmm``),
 
-and one ``torch.autograd.grad`` of Σ_t L_t gives every task's inner gradient, because task t's loss
-depends only on its own copy of the weights: ∂(Σ_s L_s)/∂φ_t = ∇L_t(φ_t).  The inner step is
-φ_t ← φ_t − α ∇L_t(φ_t); ``create_graph=True`` keeps ∇L_t differentiable (second order), False treats
-it as a constant (first order).  The meta-gradient comes from one backward pass of the mean query
-loss, as on the generic path, and equals it (``tests/test_gbml_batched.py``).
+and one ``torch.autograd.grad`` of Σ_t L_t with respect to each layer's pre-activations a_t = h_t W_tᵀ + b_t
+(per task even while W is still shared) gives every task's inner gradient, ∇W_t = g_tᵀ h_t and
+∇b_t = Σ_n g_t with g_t = ∂L_t/∂a_t.  The inner step is φ_t ← φ_t − α ∇L_t(φ_t); ``create_graph=True``
+keeps ∇L_t differentiable (second order), False treats it as a constant (first order).
+
+An adapted weight is kept factored, W_t = W − G_tᵀ H_t with the steps' α g_t stacked in G_t and their
+h_t in H_t (rank r = steps × support size), and applied as h W_tᵀ = h Wᵀ − (h H_tᵀ) G_t: two thin
+batched products instead of forming B matrices (out, in), while r <= in·out / (in + out), where
+the two cost the same; beyond that the factors are folded into W_t.  The meta-gradient comes from one
+backward pass of the mean query loss, as on the generic path, and equals it
+(``tests/test_gbml_batched.py``).
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ from metalab.nets import ACTIVATIONS, MLP
 
 Params = dict[str, torch.Tensor]
 Pair = tuple[torch.Tensor, torch.Tensor]
+#: an adapted weight's low-rank change (H (B, r, in), G (B, r, out)): W_t = W − G_tᵀ H_t
+Factors = tuple[torch.Tensor, torch.Tensor]
 
 _ELEMENTWISE = tuple(ACTIVATIONS.values())
 
@@ -31,24 +39,31 @@ def fits(model: nn.Module) -> bool:
     return type(model) is MLP and all(isinstance(layer, (nn.Linear, *_ELEMENTWISE)) for layer in model)
 
 
-def _linear(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """h Wᵀ + b for inputs (B, n, in), with W shared (out, in) or per task (B, out, in), b (out,) or (B, out)."""
+def _linear(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, factors: Factors | None) -> torch.Tensor:
+    """h W_tᵀ + b for inputs (B, n, in): W shared (out, in) or per task (B, out, in), minus G_tᵀ H_t when
+    ``factors`` = (H (B, r, in), G (B, r, out)); b (out,) or (B, out)."""
     if bias.ndim == 2:
         bias = bias.unsqueeze(1)
     if weight.ndim == 3:
-        return torch.baddbmm(bias, h, weight.transpose(1, 2))
-    return nn.functional.linear(h, weight) + bias
+        out = torch.baddbmm(bias, h, weight.transpose(1, 2))
+    else:
+        out = nn.functional.linear(h, weight) + bias
+    if factors is not None:
+        H, G = factors
+        out = out - torch.bmm(torch.bmm(h, H.transpose(1, 2)), G)
+    return out
 
 
 def _recorded_forward(
-    model: MLP, params: Params, x: torch.Tensor
+    model: MLP, params: Params, factors: dict[str, Factors], x: torch.Tensor
 ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
-    """The outputs, and each linear layer's inputs h and pre-activations a = h Wᵀ + b, in order."""
+    """The outputs, and each linear layer's inputs h and pre-activations a = h W_tᵀ + b, in order."""
     h, inputs, pre_activations = x, [], []
     for name, layer in model.named_children():
         if isinstance(layer, nn.Linear):
             inputs.append(h)
-            h = _linear(h, params[f"{name}.weight"], params[f"{name}.bias"])
+            weight = f"{name}.weight"
+            h = _linear(h, params[weight], params[f"{name}.bias"], factors.get(weight))
             pre_activations.append(h)
         else:
             h = layer(h)
@@ -57,7 +72,7 @@ def _recorded_forward(
 
 def forward(model: MLP, params: Params, x: torch.Tensor) -> torch.Tensor:
     """The MLP on inputs x (B, n, in) with each weight shared (out, in) or per task (B, out, in)."""
-    return _recorded_forward(model, params, x)[0]
+    return _recorded_forward(model, params, {}, x)[0]
 
 
 def task_losses(pred: torch.Tensor, y: torch.Tensor, loss: str) -> torch.Tensor:
@@ -84,37 +99,49 @@ def unrolled_query_losses(
 ) -> torch.Tensor:
     """Every task's query loss after ``steps`` inner steps on ``names`` (B,), differentiable in ``params``.
 
-    The inner loss is L_t + l1 · Σ_{k in l1_names} |W_t,k| (``l1_names`` must be among ``names``).
+    The inner loss is L_t + l1 · Σ_{k in l1_names} |W_t,k| (``l1_names`` must be among ``names``; their
+    steps are dense, the subgradient sign(W_t) is not low-rank).
     """
     (sx, sy), (qx, qy) = support, query
     linear = [name for name, layer in model.named_children() if isinstance(layer, nn.Linear)]
-    fast = {k: params[k] for k in names}
+    chosen = [i for i, name in enumerate(linear) if {f"{name}.weight", f"{name}.bias"} & set(names)]
+    fast, factors = {k: params[k] for k in names}, {}
     for _ in range(steps):
         current = {**params, **fast}
-        gradients = _inner_gradients(model, current, linear, names, sx, sy, loss, second_order)
-        for k in l1_names:  # the subgradient of l1 · |W|, sign(W), has zero derivative
-            gradients[k] = gradients[k] + l1 * current[k].detach().sign()
-        fast = {k: current[k] - lr * g for k, g in gradients.items()}
-    return task_losses(forward(model, {**params, **fast}, qx), qy, loss)
-
-
-def _inner_gradients(model, params, linear, names, x, y, loss, second_order) -> Params:
-    """Every task's gradient ∇L_t(φ_t) for the parameters ``names`` (B, *shape).
-
-    Autograd gives ∂(Σ_t L_t)/∂a for each layer's pre-activations a (B, n, out), which are per task
-    even where the weights are still shared (those products stay single matrix products); each task's
-    weight gradient is then ∇W_t = g_tᵀ h_t (one batched product) and its bias gradient ∇b_t = Σ_n g_t.
-    """
-    out, inputs, pre_activations = _recorded_forward(model, params, x)
-    chosen = [i for i, name in enumerate(linear) if {f"{name}.weight", f"{name}.bias"} & set(names)]
-    total = task_losses(out, y, loss).sum()
-    grads = torch.autograd.grad(total, [pre_activations[i] for i in chosen], create_graph=second_order)
-    gradients = {}
-    for i, g in zip(chosen, grads, strict=True):
-        weight, bias = f"{linear[i]}.weight", f"{linear[i]}.bias"
-        if weight in names:
+        out, inputs, pre_activations = _recorded_forward(model, current, factors, sx)
+        total = task_losses(out, sy, loss).sum()
+        grads = torch.autograd.grad(total, [pre_activations[i] for i in chosen], create_graph=second_order)
+        for i, g in zip(chosen, grads, strict=True):
+            weight, bias = f"{linear[i]}.weight", f"{linear[i]}.bias"
+            if bias in names:
+                fast[bias] = current[bias] - lr * g.sum(1)
+            if weight not in names:
+                continue
             h = inputs[i] if second_order else inputs[i].detach()
-            gradients[weight] = torch.bmm(g.transpose(1, 2), h)
-        if bias in names:
-            gradients[bias] = g.sum(1)
-    return gradients
+            stacked = _stack(factors.pop(weight, None), (h, lr * g))
+            if weight in l1_names:  # the subgradient of l1 · |W_t|, sign(W_t), has zero derivative
+                fast[weight] = _fold(current[weight], stacked) - lr * l1 * current[weight].detach().sign()
+            elif _cheaper_folded(stacked):
+                fast[weight] = _fold(current[weight], stacked)
+            else:
+                factors[weight] = stacked
+    return task_losses(_recorded_forward(model, {**params, **fast}, factors, qx)[0], qy, loss)
+
+
+def _stack(factors: Factors | None, new: Factors) -> Factors:
+    """The factors (H, G) of a weight with one more step's (h, α g) appended along the rank."""
+    if factors is None:
+        return new
+    return torch.cat([factors[0], new[0]], 1), torch.cat([factors[1], new[1]], 1)
+
+
+def _cheaper_folded(factors: Factors) -> bool:
+    """Whether rank r costs more than a dense weight per product: r (in + out) > in · out."""
+    H, G = factors
+    return H.shape[1] * (H.shape[2] + G.shape[2]) > H.shape[2] * G.shape[2]
+
+
+def _fold(weight: torch.Tensor, factors: Factors) -> torch.Tensor:
+    """W_t = W − G_tᵀ H_t as (B, out, in)."""
+    H, G = factors
+    return weight - torch.bmm(G.transpose(1, 2), H)
