@@ -108,7 +108,9 @@ def test_a_common_scale_gives_the_same_subspace_or_a_clear_error(method, exponen
     base = fit(method, SCALE_TASKS.X, SCALE_TASKS.y, 2, **FAST_OPTIONS[method])
     name = "y" if target else "X"
     if factor == 0.0 or not 1e-100 <= float((y if target else X).abs().max()) <= 1e100:
-        with pytest.raises(ValueError, match=rf"{name} (is all zeros|contains non-finite|has largest magnitude .* rescale {name})"):
+        with pytest.raises(
+            ValueError, match=rf"{name} (is all zeros|contains non-finite|has largest magnitude .* rescale {name})"
+        ):
             fit(method, X, y, 2, **FAST_OPTIONS[method])
         return
     with warnings.catch_warnings():
@@ -138,3 +140,40 @@ def test_an_ascending_anil_is_not_reported_converged():
     with pytest.warns(DivergenceWarning, match="did not descend"):
         result = fit("anil", SCALE_TASKS.X, SCALE_TASKS.y, 2, inner_lr=1e6, max_iter=50)
     assert not result.converged
+
+
+# --------------------------------------------------------------------------------------------
+# the rank-s projection by subspace iteration is the best rank-s approximation
+
+
+@SETTINGS
+@given(
+    T=st.integers(2, 40),
+    d=st.integers(2, 40),
+    decay=st.sampled_from([1.0, 0.9, 0.5]),
+    seed=st.integers(0, 1000),
+    data=st.data(),
+)
+def test_subspace_projection_is_the_best_rank_s_approximation(T, d, decay, seed, data):
+    """For any matrix, cold and then warm-started on a perturbed copy: ||Z - H̃_s(Z)||_F equals the
+    Eckart-Young optimum (σ_{s+1}² + ...)^(1/2), and with a relative gap σ_s - σ_{s+1} > 1e-3 σ_1 the
+    subspace is the thin SVD's."""
+    from metalab.subspace.linalg import RankProjection
+
+    rank = data.draw(st.integers(1, min(T, d) - 1), label="rank")
+    gen = torch.Generator().manual_seed(seed)
+    n = min(T, d)
+    spectrum = torch.tensor([decay**i for i in range(n)], dtype=torch.float64)
+    left = torch.linalg.qr(torch.randn(T, n, generator=gen, dtype=torch.float64)).Q
+    right = torch.linalg.qr(torch.randn(d, n, generator=gen, dtype=torch.float64)).Q
+    first = (left * spectrum) @ right.T
+    projection = RankProjection(rank, (T, d), "subspace", dtype=torch.float64, device=torch.device("cpu"))
+    for Z in (first, first + 1e-3 * torch.randn(T, d, generator=gen, dtype=torch.float64)):
+        scores, basis = projection(Z)
+        singular = torch.linalg.svdvals(Z)
+        optimum = float(singular[rank:].square().sum().sqrt())
+        assert float(torch.linalg.norm(Z - scores @ basis.T)) <= optimum * (1 + 1e-9) + 1e-12
+        torch.testing.assert_close(basis.T @ basis, torch.eye(rank, dtype=torch.float64), rtol=0, atol=1e-10)
+        if rank < n and singular[rank - 1] - singular[rank] > 1e-3 * singular[0]:
+            exact = torch.linalg.svd(Z, full_matrices=False).Vh[:rank].T
+            assert sin_theta(basis, exact) < 1e-6

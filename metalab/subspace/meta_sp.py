@@ -2,7 +2,7 @@
 iterative hard thresholding on the stacked coefficient matrix Θ (T, d):
 
     θ̂_t = θ_t - η (1/m_t) X_tᵀ(X_t θ_t - y_t)          (a gradient step for every task at once)
-    Θ   = H_s(Θ̂) = U_s diag(σ_1..σ_s) V_sᵀ             (best rank-s approximation, thin SVD)
+    Θ   = H_s(Θ̂) = U_s diag(σ_1..σ_s) V_sᵀ             (best rank-s approximation; see below)
     B   = V_s                                          (d, s): the shared subspace estimate
 
 The paper's exact step size, initialisation and whether a least-squares refit follows the
