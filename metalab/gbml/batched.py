@@ -11,10 +11,10 @@ and one ``torch.autograd.grad`` of Σ_t L_t with respect to each layer's pre-act
 ∇b_t = Σ_n g_t with g_t = ∂L_t/∂a_t.  The inner step is φ_t ← φ_t − α ∇L_t(φ_t); ``create_graph=True``
 keeps ∇L_t differentiable (second order), False treats it as a constant (first order).
 
-An adapted weight is kept factored, W_t = W − G_tᵀ H_t with the steps' α g_t stacked in G_t and their
-h_t in H_t (rank r = steps × support size), and applied as h W_tᵀ = h Wᵀ − (h H_tᵀ) G_t: two thin
-batched products instead of forming B matrices (out, in), while r <= in·out / (in + out), where
-the two cost the same; beyond that the factors are folded into W_t.  The meta-gradient comes from one
+An adapted weight whose final change has rank r = steps × support size <= in·out / (in + out) (where
+the two cost the same) is kept factored, W_t = W − G_tᵀ H_t with the steps' α g_t stacked in G_t and
+their h_t in H_t, and applied as h W_tᵀ = h Wᵀ − (h H_tᵀ) G_t: two thin batched products instead of
+forming B matrices (out, in); the other weights take dense steps.  The meta-gradient comes from one
 backward pass of the mean query loss, as on the generic path, and equals it
 (``tests/test_gbml_batched.py``).
 """
@@ -105,6 +105,10 @@ def unrolled_query_losses(
     (sx, sy), (qx, qy) = support, query
     linear = [name for name, layer in model.named_children() if isinstance(layer, nn.Linear)]
     chosen = [i for i, name in enumerate(linear) if {f"{name}.weight", f"{name}.bias"} & set(names)]
+    rank = steps * sx.shape[1]
+    factored = {
+        k for k in names if k not in l1_names and params[k].ndim == 2 and _factors_cheaper(rank, *params[k].shape)
+    }
     fast, factors = {k: params[k] for k in names}, {}
     for _ in range(steps):
         current = {**params, **fast}
@@ -117,14 +121,13 @@ def unrolled_query_losses(
                 fast[bias] = current[bias] - lr * g.sum(1)
             if weight not in names:
                 continue
-            h = inputs[i] if second_order else inputs[i].detach()
-            stacked = _stack(factors.pop(weight, None), (h, lr * g))
-            if weight in l1_names:  # the subgradient of l1 · |W_t|, sign(W_t), has zero derivative
-                fast[weight] = _fold(current[weight], stacked) - lr * l1 * current[weight].detach().sign()
-            elif _cheaper_folded(stacked):
-                fast[weight] = _fold(current[weight], stacked)
+            step = (inputs[i] if second_order else inputs[i].detach(), lr * g)
+            if weight in factored:
+                factors[weight] = _stack(factors.get(weight), step)
+            elif weight in l1_names:  # the subgradient of l1 · |W_t|, sign(W_t), has zero derivative
+                fast[weight] = _fold(current[weight], step) - lr * l1 * current[weight].detach().sign()
             else:
-                factors[weight] = stacked
+                fast[weight] = _fold(current[weight], step)
     return task_losses(_recorded_forward(model, {**params, **fast}, factors, qx)[0], qy, loss)
 
 
@@ -135,13 +138,12 @@ def _stack(factors: Factors | None, new: Factors) -> Factors:
     return torch.cat([factors[0], new[0]], 1), torch.cat([factors[1], new[1]], 1)
 
 
-def _cheaper_folded(factors: Factors) -> bool:
-    """Whether rank r costs more than a dense weight per product: r (in + out) > in · out."""
-    H, G = factors
-    return H.shape[1] * (H.shape[2] + G.shape[2]) > H.shape[2] * G.shape[2]
+def _factors_cheaper(rank: int, out_features: int, in_features: int) -> bool:
+    """Whether a weight's change of rank r costs at most a dense weight per product: r (in + out) <= in · out."""
+    return rank * (in_features + out_features) <= in_features * out_features
 
 
 def _fold(weight: torch.Tensor, factors: Factors) -> torch.Tensor:
-    """W_t = W − G_tᵀ H_t as (B, out, in)."""
+    """W_t = W − G_tᵀ H_t as (B, out, in) (one step's change when not kept factored)."""
     H, G = factors
     return weight - torch.bmm(G.transpose(1, 2), H)
