@@ -84,9 +84,15 @@ def small_m_claim(frame: pd.DataFrame) -> dict[str, str] | None:
     transition = int(recovered.min()) if len(recovered) else int(medians.index.max())
     small = medians.loc[medians.index <= transition]
     wins = (small["meta_sp"] < small[["mom", "anil"]].min(axis=1)).to_numpy()
-    at = {m: f"{r['meta_sp']:.2f} vs MoM {r['mom']:.2f}, ANIL {r['anil']:.2f}" for m, r in small.iterrows()}
-    measured = f"median sinθ, m = {min(at)}: {at[min(at)]}; Meta-SP below {RECOVERED} from m = {transition}" + (
-        "" if len(recovered) else " (not within the grid)"
+    smallest = medians.iloc[0].drop(["meta_sp", "oracle"], errors="ignore").sort_values()
+    others = ", ".join(f"{method} {value:.2f}" for method, value in smallest.items())
+    measured = (
+        f"median sinθ at m = {medians.index[0]}: Meta-SP {medians['meta_sp'].iloc[0]:.2f}; {others}. "
+        f"below {RECOVERED} from m = {transition} for Meta-SP" + ("" if len(recovered) else " (not within the grid)")
+    )
+    below = (medians < RECOVERED).drop(columns=["meta_sp", "oracle"], errors="ignore")
+    measured += "; " + ", ".join(
+        f"{method} {int(below.index[below[method]].min()) if below[method].any() else 'never'}" for method in below
     )
     return {
         "claim": "with few samples per task Meta-SP recovers the subspace where MoM and ANIL do not",
