@@ -272,6 +272,9 @@ def reproduce_all(names: Sequence[str], out: Path | None, *, device: str, restar
     for name in names:
         experiment = get_experiment(name)
         log(f"{name}: paper preset into {root / name}")
+        scale = getattr(importlib.import_module(EXPERIMENTS[name]), "PAPER_SCALE", None)
+        if scale:
+            log(scale)
         folders.append(reproduce(experiment, root / name, config=paper_config(experiment, device), restart=restart))
     return folders
 

@@ -17,7 +17,14 @@ from typing import Any
 
 from metalab.experiments.base import Experiment, Paper, Part
 from metalab.experiments.meta_sp.claims import claim_table
-from metalab.experiments.meta_sp.config import ALL_METHODS, CONFIG, EXPECTED_SLOPES, PARTS, MetaSPConfig
+from metalab.experiments.meta_sp.config import (
+    ALL_METHODS,
+    CONFIG,
+    EXPECTED_SLOPES,
+    PAPER_SCALE,
+    PARTS,
+    MetaSPConfig,
+)
 from metalab.experiments.meta_sp.cost import estimate
 from metalab.experiments.meta_sp.parts import (
     air_quality_units,
@@ -39,6 +46,7 @@ __all__ = [
     "EXPECTED_SLOPES",
     "EXPERIMENT",
     "PAPER",
+    "PAPER_SCALE",
     "PARTS",
     "MetaSPConfig",
     "claim_table",
