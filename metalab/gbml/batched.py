@@ -121,13 +121,13 @@ def unrolled_query_losses(
                 fast[bias] = current[bias] - lr * g.sum(1)
             if weight not in names:
                 continue
-            step = (inputs[i] if second_order else inputs[i].detach(), lr * g)
+            h = inputs[i] if second_order else inputs[i].detach()
             if weight in factored:
-                factors[weight] = _stack(factors.get(weight), step)
+                factors[weight] = _stack(factors.get(weight), (h, lr * g))
             elif weight in l1_names:  # the subgradient of l1 · |W_t|, sign(W_t), has zero derivative
-                fast[weight] = _fold(current[weight], step) - lr * l1 * current[weight].detach().sign()
+                fast[weight] = _step(current[weight], h, g, lr) - lr * l1 * current[weight].detach().sign()
             else:
-                fast[weight] = _fold(current[weight], step)
+                fast[weight] = _step(current[weight], h, g, lr)
     return task_losses(_recorded_forward(model, {**params, **fast}, factors, qx)[0], qy, loss)
 
 
@@ -143,7 +143,6 @@ def _factors_cheaper(rank: int, out_features: int, in_features: int) -> bool:
     return rank * (in_features + out_features) <= in_features * out_features
 
 
-def _fold(weight: torch.Tensor, factors: Factors) -> torch.Tensor:
-    """W_t = W − G_tᵀ H_t as (B, out, in) (one step's change when not kept factored)."""
-    H, G = factors
-    return weight - torch.bmm(G.transpose(1, 2), H)
+def _step(weight: torch.Tensor, h: torch.Tensor, g: torch.Tensor, lr: float) -> torch.Tensor:
+    """W_t − lr g_tᵀ h_t as (B, out, in), in one fused product."""
+    return torch.baddbmm(weight, g.transpose(1, 2), h, alpha=-lr)
