@@ -229,10 +229,10 @@ def reproduce(
     records = [{k: v for k, v in line.items() if k != "progress"} for line in lines if "part" in line]
     frame = pd.DataFrame(records)
     files = [_records_file(frame)]
-    provenance = _provenance(experiment, device, lines, frame)
-    files.append(("provenance.json", lambda f: f.write(json.dumps(provenance, indent=1).encode())))
     for name, figure in experiment.figures(frame).items():
         files.append((f"{name}.png", lambda f, figure=figure: figure.savefig(f, format="png", dpi=100)))
+    provenance = _provenance(experiment, device, lines, frame)  # written last: it marks the run finished
+    files.append(("provenance.json", lambda f: f.write(json.dumps(provenance, indent=1).encode())))
     written = stream.finish(files)
     log(f"{experiment.name}: {len(frame)} records, {provenance['wall_seconds']:.0f} s; wrote {', '.join(written)}")
     return folder
