@@ -204,12 +204,12 @@ def test_large_csv_and_parquet_in_small_chunks(tmp_path):
     reference = fmap.sketch(x)
 
     seen = []
-    inner = fmap._features
-    fmap._features = lambda rows: (seen.append(rows.shape[0]), inner(rows))[1]
+    inner = fmap._feature_sum
+    fmap._feature_sum = lambda rows: (seen.append(rows.shape[0]), inner(rows))[1]
     try:
         s = sketch_csv(csv, fmap, columns=["w", "x", "y", "z"], chunksize=1000)
     finally:
-        del fmap._features
+        del fmap._feature_sum
     assert s.count == n
     assert max(seen) == 1000 and len(seen) == 40  # never more than one chunk in memory
     torch.testing.assert_close(s.mean, reference.mean, rtol=1e-12, atol=1e-14)  # CSV round trip is exact (repr)

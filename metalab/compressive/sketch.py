@@ -49,7 +49,7 @@ def feature_sum(feature_map: FeatureMap, samples: Any) -> tuple[torch.Tensor, in
     x = as_samples(samples, feature_map.input_dim)
     total = torch.zeros(feature_map.sketch_size, dtype=torch.float64)
     for block in x.split(block_rows(feature_map.sketch_size)):
-        total += feature_map._features(block).to(device="cpu", dtype=torch.float64).sum(dim=0)
+        total += feature_map._feature_sum(block)
     return total, x.shape[0]
 
 
