@@ -510,5 +510,6 @@ def test_vmap_mode_on_conv4_equals_sequential_and_holds_one_tasks_graph_at_one_t
 def test_all_finite_sees_nan_and_inf_in_any_tensor_and_ignores_empty_ones():
     finite = [torch.ones(3), torch.zeros(0), torch.tensor([1e300], dtype=D64)]
     assert all_finite(finite) and all_finite([])
+    assert all_finite([torch.full((4,), 3e38)])  # the sum overflows to inf, every entry is finite
     for bad in (float("nan"), float("inf"), -float("inf")):
         assert not all_finite([*finite, torch.tensor([[0.0, bad]])])

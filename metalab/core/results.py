@@ -78,10 +78,17 @@ class HypergradResult:
 
 
 def all_finite(tensors: list[torch.Tensor]) -> bool:
-    """Whether every entry of every tensor is finite, from each tensor's minimum and maximum (a NaN
-    propagates into both, an inf shows in one): no temporary of a tensor's size, and one host sync."""
-    extremes = [value.double() for t in tensors if t.numel() for value in torch.aminmax(t.detach())]
-    return not extremes or bool(torch.isfinite(torch.stack(extremes)).all())
+    """Whether every entry of every tensor is finite, without a temporary of a tensor's size.
+
+    A NaN or inf entry makes its tensor's sum NaN or inf, so finite sums settle it with one reduction per
+    tensor and one host sync.  A sum that is not finite may also be an overflow of finite entries; then
+    the tensors' minima and maxima decide (a NaN propagates into both, an inf shows in one).
+    """
+    tensors = [t.detach() for t in tensors if t.numel()]
+    if not tensors or bool(torch.isfinite(torch.stack([t.sum().double() for t in tensors])).all()):
+        return True
+    extremes = [value.double() for t in tensors for value in torch.aminmax(t)]
+    return bool(torch.isfinite(torch.stack(extremes)).all())
 
 
 def _detached(tensors: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor] | None:

@@ -4,7 +4,8 @@ Parameters travel as plain dicts ``{name: tensor}`` (see :func:`metalab.nets.par
 network is always run with ``torch.func.functional_call``.  One task's meta-objective is written once,
 for a single task, and ``torch.func.vmap`` maps it over the meta-batch (``batch_mode="vmap"``); the
 same per-task function run in a Python loop (``batch_mode="sequential"``) is the reference the
-vectorised path is measured against.
+vectorised path is measured against.  For a :class:`metalab.nets.MLP` the vmap mode of MAML, FOMAML and
+ANIL runs :mod:`metalab.gbml.batched` instead: the same meta-gradient from batched matrix products.
 
 Methods (``METHODS``), for an inner loop of K gradient steps of size α on the support loss:
 
@@ -414,7 +415,8 @@ def meta_gradient(
     l1 : float
         Adds ``l1 · Σ|W_head|`` to the inner loss (the L1-regularised MAML ablation).
     batch_mode : {"vmap", "sequential"}
-        Vectorise the per-task objective over the meta-batch, or loop over the tasks (the reference).
+        Vectorise the per-task objective over the meta-batch (for a :class:`metalab.nets.MLP`, with
+        :mod:`metalab.gbml.batched`), or loop over the tasks (the reference).
 
     Returns
     -------
