@@ -42,6 +42,7 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
     on any error the temporary file is removed and ``path`` is untouched."""
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(handle, 0o644)  # mkstemp's 0600 would keep a shipped or shared result from its readers
         with os.fdopen(handle, "wb") as file:
             write(file)
             file.flush()

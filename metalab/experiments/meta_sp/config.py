@@ -39,6 +39,7 @@ PAPER_PRESET = {
     "floor_samples_grid": (25, 50, 100, 200),
     "repeats": 4,
     "eval_tasks": 200,
+    "eval_support": 10,  # above s + 1: with s = 5 support points an unregularised head fit interpolates the noise
     "aq_max_tasks": 1210,
 }
 
