@@ -15,8 +15,8 @@ inner step 0.01, Adam 1e-3 on the meta-gradient.  "ours" is :class:`metalab.gbml
 
 Every peer applies its meta-gradient with ``torch.optim.Adam``'s default implementation; ours with the
 fused Adam kernel :class:`~metalab.gbml.MetaLearner` picks (the same step; 0.11 against 0.29 ms for
-the six tensors of this net, measured alone), so a row times a whole meta-training step.  Both sides of a row must give the same
-meta-gradient (relative difference printed) before they are timed.
+the six tensors of this net, measured alone), so a row times a whole meta-training step.  Both sides
+of a row must give the same meta-gradient (relative difference printed) before they are timed.
 Rounds alternate (ours, peer, ours, ...), each as long as ``--seconds``, and the medians of the per-round
 rates are compared, with each thread count of ``--threads``.
 """
