@@ -242,9 +242,12 @@ def provenance_text(provenance: dict) -> str:
         " (uncommitted changes)" if provenance.get("git_dirty") else ""
     )
     machine = f"{provenance['cpu']}, {provenance['torch_threads']} torch thread(s), device {provenance['device']}"
+    minutes = f"{provenance['wall_seconds'] / 60:.0f} min wall" + (
+        f", {provenance['cpu_seconds'] / 60:.0f} min CPU" if "cpu_seconds" in provenance else ""
+    )
     return (
         f"`metalab reproduce meta_sp` at commit {commit} · {machine} · torch {provenance['torch']}, Python "
-        f"{provenance['python']} · {provenance['wall_seconds'] / 60:.0f} min wall, {provenance.get('cpu_seconds', float('nan')) / 60:.0f} min CPU, finished {provenance['finished_utc']}"
+        f"{provenance['python']} · {minutes}, finished {provenance['finished_utc']}"
     )
 
 
