@@ -17,13 +17,17 @@ from metalab.compressive.decoders import sketch_means
 from metalab.compressive.feature_maps import RandomFourierFeatures, median_scale
 from metalab.compressive.references import as_data
 from metalab.core.checks import check_int, check_number, check_seed
-from metalab.core.device import resolve_device
+from metalab.core.device import resolve_device, torch_threads
 from metalab.core.seeding import generator
 
 # The frequency scale of ``rff_sketch_for_kmeans(scale="median")`` in units of 1 / median distance.
 # Measured on Gaussian mixtures (d = 2..8, k = 3..10, m = 10 k d): 2 failed for 10 clusters in 2-D,
 # 10 failed in 5-D and 8-D; 3 to 6 gave CKM / Lloyd SSE ratios within 1.1 nearly everywhere.
 MEDIAN_FACTOR = 4.0
+#: CL-OMPR's steps work on ``P x max(8, k + 1) x m`` elements (P = sketches x restarts); up to this
+#: many, a CPU decode runs on one torch thread: thread start-ups cost more than such small operations
+#: (one decode at d = 10, k = 5: 0.53 s on one thread, 42 s on two of a loaded 2-core machine)
+SMALL_STEP = 2**17
 
 
 def rff_sketch_for_kmeans(
@@ -194,6 +198,21 @@ def _fine_tune(atoms: _DiracSketches, z, alpha, C, lo, hi, steps: int) -> tuple[
     return alpha, C
 
 
+def _clompr(atoms: _DiracSketches, z, k: int, lo, hi, gen, iterations: int, steps: int, candidates: int):
+    """CL-OMPR's iterations and final fine-tune (see :func:`ckm`) for sketches ``z (P, m)``: ``(alpha, C)``."""
+    d = lo.shape[-1]
+    alpha = z.new_zeros(z.shape[0], 0)
+    C = z.new_zeros(z.shape[0], 0, d)
+    for _ in range(iterations):
+        residual = z - atoms.mixture(alpha, C)
+        C = torch.cat([C, _new_atoms(atoms, residual, lo, hi, gen, candidates, steps).unsqueeze(1)], dim=1)
+        if C.shape[1] > k:
+            keep = atoms.weights(C, z).topk(k, dim=1).indices.sort(dim=1).values
+            C = C.gather(1, keep.unsqueeze(-1).expand(-1, -1, d))
+        alpha, C = _fine_tune(atoms, z, atoms.weights(C, z), C, lo, hi, steps)
+    return _fine_tune(atoms, z, alpha, C, lo, hi, 4 * steps)
+
+
 def _bound(value: Any, name: str, d: int, device: torch.device) -> torch.Tensor:
     """One side of the box ``bounds``: a number or a ``(d,)`` vector, as ``(d,)`` float64 on ``device``."""
     t = torch.as_tensor(value, dtype=torch.float64).to(device)
@@ -270,16 +289,9 @@ def ckm(
     atoms = _DiracSketches(fmap, dev)
     B = z.shape[0]
     z = z.to(dev).repeat_interleave(restarts, dim=0)  # (P, m), P = B * restarts
-    alpha = z.new_zeros(z.shape[0], 0)
-    C = z.new_zeros(z.shape[0], 0, d)
-    for _ in range(iterations):
-        residual = z - atoms.mixture(alpha, C)
-        C = torch.cat([C, _new_atoms(atoms, residual, lo, hi, gen, candidates, steps).unsqueeze(1)], dim=1)
-        if C.shape[1] > k:
-            keep = atoms.weights(C, z).topk(k, dim=1).indices.sort(dim=1).values
-            C = C.gather(1, keep.unsqueeze(-1).expand(-1, -1, d))
-        alpha, C = _fine_tune(atoms, z, atoms.weights(C, z), C, lo, hi, steps)
-    alpha, C = _fine_tune(atoms, z, alpha, C, lo, hi, 4 * steps)
+    small = dev.type == "cpu" and z.shape[0] * max(8, k + 1) * fmap.sketch_size <= SMALL_STEP
+    with torch_threads(1 if small else None):
+        alpha, C = _clompr(atoms, z, k, lo, hi, gen, iterations, steps, candidates)
     residual = (z - atoms.mixture(alpha, C)).norm(dim=1).reshape(B, restarts)
     best = residual.argmin(dim=1) + restarts * torch.arange(B, device=dev)
     C, alpha = C[best], alpha[best]

@@ -17,6 +17,8 @@ ProjectedSecondMoments         ``(Ax)(Ax)^T``, ``||x||_2 <= R``       box (see c
 ClippedIdentity                ``low <= phi(x) <= high``              ``||high-low||_1``  ``||high-low||_2``
 =============================  =====================================  ==================  ==================
 
+(Fourier features run cos and sin in float32, so their ``c`` above is ``c (1 + 2^-22)``: see the class.)
+
 Each map also has a ``fingerprint()``: a hash of its kind, sizes and parameters, so that sketches
 made by different maps (or by one network before and after training) are never merged.
 
