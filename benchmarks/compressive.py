@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import time
 from collections.abc import Callable
 from functools import partial
 
@@ -57,12 +58,14 @@ def _ints(text: str) -> tuple[int, ...]:
     return tuple(int(float(v)) for v in text.split(",") if v.strip())
 
 
-def timed(threads: int, run: Callable[[], object]) -> tuple[float, object]:
-    """Seconds and result of ``run()`` with ``threads`` torch and BLAS/OpenMP threads."""
+def timed(threads: int, run: Callable[[], object]) -> tuple[tuple[float, float], object]:
+    """``(wall, CPU)`` seconds and result of ``run()`` with ``threads`` torch and BLAS/OpenMP threads (CPU:
+    the process's, all threads; less sensitive than wall time to other processes on a shared machine)."""
     torch.set_num_threads(threads)
+    cpu = time.process_time()
     with threadpool_limits(limits=threads), Stopwatch() as watch:
         result = run()
-    return watch.seconds, result
+    return (watch.seconds, time.process_time() - cpu), result
 
 
 def ours(X: torch.Tensor, k: int, seed: int) -> torch.Tensor:
@@ -88,18 +91,18 @@ def pycle_ckm(fmap: RandomFourierFeatures, z: torch.Tensor, k: int, seed: int) -
     return torch.as_tensor(solver.get_centroids())
 
 
-def print_table(title: str, columns: list[str], seconds: dict, threads: tuple[int, ...], goal: str) -> None:
-    """Median seconds of each column per thread count, and ``column / columns[0]`` ratios."""
-    print(title)
-    header = f"{'threads':>7s} " + " ".join(f"{c + ' (s)':>22s}" for c in columns)
-    header += " " + " ".join(f"{c + ' / ' + columns[0]:>26s}" for c in columns[1:]) + f"  {'goal':>8s}"
+def print_table(columns: list[str], seconds: dict, threads: tuple[int, ...], goal: str) -> None:
+    """Median wall and CPU seconds of each column per thread count, and ``column / columns[0]`` ratios."""
+    header = f"{'threads':>7s} {'clock':>5s} " + " ".join(f"{c + ' (s)':>20s}" for c in columns)
+    header += " " + " ".join(f"{c + ' / ' + columns[0]:>24s}" for c in columns[1:]) + f"  {'goal':>6s}"
     print(header)
     print("-" * len(header))
     for t in threads:
-        medians = [statistics.median(seconds[(c, t)]) for c in columns]
-        cells = " ".join(f"{s:22.3f}" for s in medians)
-        ratios = " ".join(f"{s / medians[0]:26.2f}" for s in medians[1:])
-        print(f"{t:7d} {cells} {ratios}  {goal:>8s}")
+        for i, clock in enumerate(("wall", "CPU")):
+            medians = [statistics.median(times[i] for times in seconds[(c, t)]) for c in columns]
+            cells = " ".join(f"{s:20.3f}" for s in medians)
+            ratios = " ".join(f"{s / medians[0]:24.2f}" for s in medians[1:])
+            print(f"{t:7d} {clock:>5s} {cells} {ratios}  {goal:>6s}")
 
 
 def end_to_end(args: argparse.Namespace) -> None:
@@ -129,7 +132,7 @@ def end_to_end(args: argparse.Namespace) -> None:
         f"({RESTARTS} restarts); sklearn = KMeans(n_init=5) on the full data; median of {args.rounds} rounds"
     )
     print(f"agreement: SSE ckm / SSE sklearn = {sse['ckm'] / sse['sklearn']:.3f} (sklearn SSE {sse['sklearn']:.4g})")
-    print_table("", ["ckm", "sklearn", "learned sketch"], seconds, args.threads, ">= 5")
+    print_table(["ckm", "sklearn", "learned sketch"], seconds, args.threads, ">= 5")
 
 
 def decoding(args: argparse.Namespace) -> None:
@@ -164,7 +167,7 @@ def decoding(args: argparse.Namespace) -> None:
         f"agreement: SSE / sklearn SSE, median: ckm {median['ckm']:.3f}, pycle {median['pycle']:.3f}; "
         f"ckm / pycle {median['ckm'] / median['pycle']:.2f}"
     )
-    print_table("", ["ckm", "pycle"], seconds, args.threads, ">= 1")
+    print_table(["ckm", "pycle"], seconds, args.threads, ">= 1")
 
 
 SECTIONS = {"end-to-end": end_to_end, "decode": decoding}
