@@ -125,6 +125,10 @@ class _DiracSketches:
         cos, sin = self._cos_sin(C)
         return (torch.cat([cos, sin], dim=-1) * r).sum(-1), self._pull(cos, sin, r)
 
+    def correlation_gradient(self, C: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+        """The gradient part of :meth:`correlation` alone (what each ascent step needs)."""
+        return self._pull(*self._cos_sin(C), r.unsqueeze(1))
+
     def mixture(self, alpha: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
         """``sum_k alpha_k phi(c_k)`` for ``alpha (P, K)``, ``C (P, K, d)``: ``(P, m)``."""
         return (alpha.unsqueeze(-1) * self(C)).sum(dim=1)
@@ -134,8 +138,8 @@ class _DiracSketches:
         ``2 <phi(c_k), e>`` and ``2 alpha_k grad_c <phi(c_k), e>``."""
         cos, sin = self._cos_sin(C)
         A = torch.cat([cos, sin], dim=-1)
-        e = (alpha.unsqueeze(-1) * A).sum(dim=1, keepdim=True) - z.unsqueeze(1)
-        return 2.0 * (A * e).sum(-1), 2.0 * alpha.unsqueeze(-1) * self._pull(cos, sin, e)
+        e = alpha.unsqueeze(1) @ A - z.unsqueeze(1)  # (P, 1, m)
+        return 2.0 * (A @ e.transpose(1, 2)).squeeze(-1), 2.0 * alpha.unsqueeze(-1) * self._pull(cos, sin, e)
 
     def weights(self, C: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """NNLS weights ``argmin_{alpha >= 0} ||z - sum_k alpha_k phi(c_k)||``."""
@@ -155,10 +159,11 @@ def _projected_adam(params: list[torch.Tensor], rates: list[float], steps: int, 
     for t in range(1, steps + 1):
         decay = 0.5 * (1.0 + math.cos(math.pi * (t - 1) / steps))
         for p, g, m, v, rate in zip(params, gradients(*params), first, second, rates, strict=True):
-            m.mul_(beta1).add_(g, alpha=1.0 - beta1)
+            m.lerp_(g, 1.0 - beta1)
             v.mul_(beta2).addcmul_(g, g, value=1.0 - beta2)
-            step = (m / (1.0 - beta1**t)) / ((v / (1.0 - beta2**t)).sqrt() + 1e-12)
-            p.sub_(rate * decay * step)
+            # p -= rate decay m_hat / (sqrt(v_hat) + 1e-12), bias corrections folded into scalars
+            denominator = v.sqrt().div_(math.sqrt(1.0 - beta2**t)).add_(1e-12)
+            p.addcdiv_(m, denominator, value=-rate * decay / (1.0 - beta1**t))
         project(*params)
 
 
@@ -176,7 +181,7 @@ def _new_atoms(atoms: _DiracSketches, residual, lo, hi, gen, candidates: int, st
         [c],
         [atoms.length],
         steps,
-        lambda c: [-atoms.correlation(c, residual)[1]],
+        lambda c: [-atoms.correlation_gradient(c, residual)],
         lambda c: torch.clamp(c, lo, hi, out=c),
     )
     best = atoms.correlation(c, residual)[0].argmax(dim=1)
