@@ -2,7 +2,8 @@
 
 ``sinusoid`` meta-trains the MAML / MLSR / MAML-FZ sinusoid initialisations
 (:func:`metalab.experiments.mlsr.sinusoid_inits.train_sinusoid_inits`), checkpointing to ``--work-dir``
-so that a stopped run resumes, and stores each one in the package with its evaluation.
+(default ``~/.cache/metalab/checkpoints``) so that a stopped run resumes, and stores each one in the
+package with its evaluation.
 """
 
 from __future__ import annotations
@@ -28,7 +29,10 @@ def main(argv: list[str] | None = None) -> int:
     sinusoid.add_argument("--iterations", type=int, default=30_000, help="meta-iterations")
     sinusoid.add_argument("--seed", type=int, default=0)
     sinusoid.add_argument(
-        "--work-dir", type=Path, default=Path("pretrained-checkpoints"), help="checkpoints (resumed when present)"
+        "--work-dir",
+        type=Path,
+        default=Path.home() / ".cache" / "metalab" / "checkpoints",
+        help="checkpoints (resumed when present)",
     )
     args = parser.parse_args(argv)
     for shots in args.shots:
