@@ -1,6 +1,6 @@
 """Meta-training steps per second of metalab's MAML (and MLSR) against its peers, side by side.
 
-    .venv/bin/python benchmarks/maml_speed.py [--rounds 5] [--seconds 0.25] [--threads 1,2] [--no-mlsr]
+    .venv/bin/python benchmarks/maml_speed.py [--rounds 5] [--seconds 0.15] [--threads 1,2] [--no-mlsr]
 
 The set-up is MAML's sinusoid regression: a 1-40-40-1 ReLU net, 10 support and 10 query points per task,
 inner step 0.01, Adam 1e-3 on the meta-gradient.  "ours" is :class:`metalab.gbml.MetaLearner`.  The peers:
@@ -242,7 +242,7 @@ def measure(row: Row, data, rounds: int, seconds: float) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--seconds", type=float, default=0.25, help="length of one timed round per side")
+    parser.add_argument("--seconds", type=float, default=0.15, help="length of one timed round per side")
     parser.add_argument("--threads", default="1,2", help="torch thread counts, comma separated")
     parser.add_argument("--no-mlsr", action="store_true", help="leave out the MLSR rows")
     args = parser.parse_args()

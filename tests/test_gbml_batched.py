@@ -88,4 +88,4 @@ def test_weights_kept_factored_over_several_steps_give_the_generic_meta_gradient
     fast = meta_gradient(method, model, param_dict(model), (sx, sy), (qx, qy), **options)
     slow = meta_gradient(method, nn.Sequential(*model), param_dict(model), (sx, sy), (qx, qy), **options)
     assert _relative_difference(fast.grads, slow.grads) < 1e-6
-    assert batched._factors_cheaper(12, 32, 32) and not batched._factors_cheaper(17, 32, 32)
+    assert batched.factors_cheaper(12, 32, 32) and not batched.factors_cheaper(17, 32, 32)

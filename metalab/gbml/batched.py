@@ -107,7 +107,7 @@ def unrolled_query_losses(
     chosen = [i for i, name in enumerate(linear) if {f"{name}.weight", f"{name}.bias"} & set(names)]
     rank = steps * sx.shape[1]
     factored = {
-        k for k in names if k not in l1_names and params[k].ndim == 2 and _factors_cheaper(rank, *params[k].shape)
+        k for k in names if k not in l1_names and params[k].ndim == 2 and factors_cheaper(rank, *params[k].shape)
     }
     fast, factors = {k: params[k] for k in names}, {}
     for _ in range(steps):
@@ -138,7 +138,7 @@ def _stack(factors: Factors | None, new: Factors) -> Factors:
     return torch.cat([factors[0], new[0]], 1), torch.cat([factors[1], new[1]], 1)
 
 
-def _factors_cheaper(rank: int, out_features: int, in_features: int) -> bool:
+def factors_cheaper(rank: int, out_features: int, in_features: int) -> bool:
     """Whether a weight's change of rank r costs at most a dense weight per product: r (in + out) <= in · out."""
     return rank * (in_features + out_features) <= in_features * out_features
 

@@ -19,8 +19,9 @@ with 60 trajectories); its evaluation the same per rollout step.
 **Memory** (peak bytes above the imported process, measured with ``tests/test_cost.py``'s
 ``measured_extra_bytes`` in a fresh process): :data:`FIRST_RUN_BYTES` (90 MB: torch's optimiser and
 functorch machinery load on the first meta-update; paid once per process) plus the largest phase:
-MAML and MAML + L1 hold ``2.3 + K`` copies of the parameters per task of the meta-batch (349 MB
-measured at width 1024, K = 1; 759 MB at K = 5); a test-time adaptation of every parameter holds 4
+MAML and MAML + L1 hold ``2.3 + K`` copies of the parameters per task of the meta-batch when their
+inner steps form per-task weights (349 MB measured at width 1024, K = 1, before the batched MLP path
+kept such a weight's change factored: :func:`_per_task_weights`); a test-time adaptation of every parameter holds 4
 copies per test task (322 MB for 20 sinusoids at width 1024, 440 MB for 100 at 512, 190 MB for 50
 digit pairs at width 2048); meta-RL ``a x P x 4 x tasks + 3.5 x S x width x 4`` (a = 10 for the
 MAML rules, 5 for MLSR; 177 MB at width 512, 449 MB at 1024, 230 MB at 256 with 40 tasks) and its
@@ -33,6 +34,7 @@ from __future__ import annotations
 from metalab.core.cost import MB, Cost, sequence
 from metalab.experiments.mlsr.config import MLSRConfig
 from metalab.experiments.mlsr.models import ModelSpec, adapt_rule, model_spec, network_sizes, training_specs
+from metalab.gbml.batched import factors_cheaper
 
 FLOAT = 4  # bytes of a float32 parameter
 FIRST_RUN_BYTES = 90 * MB
@@ -75,13 +77,24 @@ def _samples(config: MLSRConfig, task: str) -> int:
     return 2 * (config.digit_shots + config.digit_query)
 
 
+def _per_task_weights(config: MLSRConfig, spec: ModelSpec, sizes: list[int]) -> bool:
+    """Whether a MAML rule's meta-training forms per-task copies of the weights: the batched MLP path
+    keeps the widest weight's change factored while its rank, K x support size, is cheap enough
+    (:func:`metalab.gbml.batched.factors_cheaper`; 150 MB measured at width 1024, K = 1: the learner)."""
+    if spec.method not in ("maml", "maml_l1"):
+        return False
+    support = config.shots if spec.task == "sinusoid" else 2 * config.digit_shots
+    fan_in, fan_out = max(zip(sizes[:-1], sizes[1:], strict=True), key=lambda pair: pair[0] * pair[1])
+    return not factors_cheaper(spec.inner_steps * support, fan_out, fan_in)
+
+
 def training_cost(config: MLSRConfig, spec: ModelSpec) -> Cost:
     """Meta-training one model: its iterations, its learner and (MAML rules) the per-task parameters."""
     sizes, _ = network_sizes(config, spec.task, spec.width)
     P, K, B = parameters(sizes), spec.inner_steps, config.meta_batch
     f1, fK, s1, sK = ITERATION[(spec.task, spec.method)]
     per_iteration = f1 + fK * (K - 1) + (s1 + sK * (K - 1)) * B * _samples(config, spec.task) * P
-    copies = LEARNER_COPIES + (B * (MAML_COPIES + K) if spec.method in ("maml", "maml_l1") else 0.0)
+    copies = LEARNER_COPIES + (B * (MAML_COPIES + K) if _per_task_weights(config, spec, sizes) else 0.0)
     iterations = "meta_iterations" if spec.task == "sinusoid" else "digit_iterations"
     width = "hidden" if spec.task == "sinusoid" else "digit_hidden"
     driver = _labels(type(config), iterations, width, "inner_steps", "methods")
