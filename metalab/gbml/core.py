@@ -342,7 +342,7 @@ def gradient_of_mean(fn, params: Mapping[str, torch.Tensor]) -> tuple[dict[str, 
     Parameters the losses do not reach get zero gradients.  Returns (grads, losses, aux).
     """
     with torch.enable_grad():
-        leaves = {k: v.detach().clone().requires_grad_(True) for k, v in params.items()}
+        leaves = {k: v.detach().requires_grad_(True) for k, v in params.items()}  # aliases, not copies
         losses, aux = fn(leaves)
         grads = torch.autograd.grad(losses.mean(), list(leaves.values()), allow_unused=True)
     return (
@@ -435,7 +435,7 @@ def meta_gradient(
     dtype = next(iter(params.values())).dtype
     (sx, sy), (qx, qy) = check_batches(support, query, loss, dtype, partial(output_shape, model, params))
 
-    heads = head_names(model, head)
+    heads = head_names(model, head) if name == "anil" or l1 or head is not None else ()  # a named head is checked
     names = heads if name == "anil" else tuple(params)
     l1_names = tuple(k for k in heads if params[k].ndim >= 2) if l1 else ()
     common = (model, loss, names, inner_steps, inner_lr, l1, l1_names)
