@@ -19,7 +19,9 @@ drawn per data set, so the Query-Network learns to read noisy sketches.
 :func:`meta_train` returns a :class:`MetaTraining`: iterating it trains in the shared loop
 (:func:`metalab.core.loop.meta_training`: it stops on a non-finite loss), yielding one
 :class:`TrainingProgress` per step (with the held-out relative error every ``eval_every`` steps);
-``.model`` is the model being trained.  :func:`evaluate` scores a model on a batch of data sets
+``.model`` is the model being trained; its ``state_dict()`` (networks, Adam, schedule, random streams,
+steps done) and ``load_state_dict(state)`` let a stopped run continue exactly where it stopped.
+:func:`evaluate` scores a model on a batch of data sets
 relative to the exact references.
 """
 
@@ -212,16 +214,17 @@ class TrainingProgress:
         return self.step / self.steps
 
     @classmethod
-    def of(cls, row: Iteration) -> TrainingProgress:
-        """The progress report of one row of :func:`~metalab.core.loop.meta_training`."""
+    def of(cls, row: Iteration, done: int = 0, seconds: float = 0.0) -> TrainingProgress:
+        """The progress report of one row of :func:`~metalab.core.loop.meta_training`, in a run resumed
+        after ``done`` steps that had taken ``seconds``."""
         errors = row.evaluation
         return cls(
-            step=row.iteration,
-            steps=row.iterations,
+            step=done + row.iteration,
+            steps=done + row.iterations,
             loss=row.loss,
             objective=row.stats["objective"],
             lr=row.stats["lr"],
-            seconds=row.elapsed,
+            seconds=seconds + row.elapsed,
             held_out=None if errors is None else float(errors.median()),
             held_out_errors=errors,
             status=row.status,
@@ -270,6 +273,43 @@ class MetaTraining:
         self.held_out = held_out.sample(check_int("eval_size", eval_size, 1), seed=self.seed, split="held_out")
         self.reference: torch.Tensor | None = None
         self.history: list[TrainingProgress] = []
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=self.lr)
+        self.schedule = torch.optim.lr_scheduler.OneCycleLR(
+            self.optimizer,
+            max_lr=self.lr,
+            total_steps=self.steps,
+            pct_start=max(WARM_UP, 2.0 / self.steps),  # torch divides by zero on a warm-up under 2 steps
+            final_div_factor=1e2,
+        )
+        self.data_stream = generator(self.seed, "meta-train-data")
+        self.noise_stream = generator(self.seed, "meta-train-noise")
+        self.done, self.seconds = 0, 0.0
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a stopped run needs to go on as if it had not stopped: the networks, Adam's moments, the
+        schedule, both random streams, the steps done and their seconds."""
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "data_stream": self.data_stream.get_state(),
+            "noise_stream": self.noise_stream.get_state(),
+            "done": self.done,
+            "seconds": self.seconds,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Continue from :meth:`state_dict` of a run with the same settings (the next iteration resumes there)."""
+        if not 0 <= int(state["done"]) <= self.steps:
+            raise ValueError(
+                f"the state is at step {state['done']}, which is not allowed: this run has {self.steps} steps"
+            )
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.data_stream.set_state(state["data_stream"])
+        self.noise_stream.set_state(state["noise_stream"])
+        self.done, self.seconds = int(state["done"]), float(state["seconds"])
 
     def held_out_errors(self) -> torch.Tensor:
         """Relative errors of the model now on the held-out data sets (exact references computed once)."""
@@ -278,9 +318,9 @@ class MetaTraining:
             self.reference = self.model.task.exact_error(x, y, seed=self.seed)
         return evaluate(self.model, self.held_out, reference=self.reference, seed=self.seed)
 
-    def _step(self, optimizer: torch.optim.Optimizer, schedule, noise_stream: torch.Generator):
+    def _step(self):
         """``step(data) -> stats``: one Adam step on the objective over a batch of data sets (the loop's ``step``)."""
-        model, task = self.model, self.model.task
+        model, task, optimizer = self.model, self.model.task, self.optimizer
         if self.noise is not None:
             mechanisms = self.noise.mechanisms()
             unit_scales = torch.tensor([m.noise_scale(1.0) for m in mechanisms], dtype=torch.float64)
@@ -289,7 +329,7 @@ class MetaTraining:
             z = model.pooled(data.X, data.y)
             if self.noise is not None:
                 z = _noisy_training_sketches(
-                    z, model.sketch_net.bound, self.family.n, mechanisms, unit_scales, noise_stream
+                    z, model.sketch_net.bound, self.family.n, mechanisms, unit_scales, self.noise_stream
                 )
             errors = task.error(model.query_net(z), data.X, data.y)
             objective = errors.clamp(min=_LOG_FLOOR).log().mean() if self.objective == "log" else errors.mean()
@@ -298,31 +338,26 @@ class MetaTraining:
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             lr = optimizer.param_groups[0]["lr"]
             optimizer.step()
-            schedule.step()
+            self.schedule.step()
             return {"loss": float(errors.detach().mean()), "objective": float(objective.detach()), "lr": lr}
 
         return step
 
     def __iter__(self) -> Iterator[TrainingProgress]:
-        model = self.model
-        optimizer = torch.optim.Adam(model.parameters(), lr=self.lr)
-        schedule = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer,
-            max_lr=self.lr,
-            total_steps=self.steps,
-            pct_start=max(WARM_UP, 2.0 / self.steps),  # torch divides by zero on a warm-up under 2 steps
-            final_div_factor=1e2,
-        )
-        data_stream = generator(self.seed, "meta-train-data")
+        """Train from the step reached (0, or where :meth:`load_state_dict` left off) to ``steps``."""
+        if self.done == self.steps:
+            return
+        model, done, seconds = self.model, self.done, self.seconds
         rows = meta_training(
-            self._step(optimizer, schedule, generator(self.seed, "meta-train-noise")),
-            self.steps,
-            sample=lambda i: self.family.sample(self.batch, seed=data_stream).to(model.device, model.dtype),
+            self._step(),
+            self.steps - done,
+            sample=lambda i: self.family.sample(self.batch, seed=self.data_stream).to(model.device, model.dtype),
             evaluate=lambda i: self.held_out_errors(),
             evaluate_every=self.eval_every,
         )
         for row in rows:
-            progress = TrainingProgress.of(row)
+            progress = TrainingProgress.of(row, done, seconds)
+            self.done, self.seconds = progress.step, progress.seconds
             self.history.append(progress)
             yield progress
 

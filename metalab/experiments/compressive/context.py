@@ -11,7 +11,7 @@ import torch
 
 from metalab.compressive.datasets import DataBatch
 from metalab.compressive.query import CompressiveModel
-from metalab.compressive.training import SketchNoise, TrainingProgress, meta_train
+from metalab.compressive.training import MetaTraining, SketchNoise, TrainingProgress, meta_train
 from metalab.experiments.compressive.config import CompressiveConfig, family_of, held_out, held_out_family, task_of
 
 
@@ -29,6 +29,30 @@ class HeldOut:
 
     data: DataBatch
     exact_errors: torch.Tensor
+
+
+def training_run(config: CompressiveConfig, key: ModelKey) -> MetaTraining:
+    """The (not yet started) meta-training of ``key``'s model with the config's settings.
+
+    A private model sees sketches released at budgets across ``config.private_epsilons``."""
+    noise = SketchNoise(config.mechanism, config.private_epsilons, config.delta) if key.private else None
+    return meta_train(
+        task_of(config, key.task),
+        family_of(config, key.task),
+        held_out=held_out_family(config, key.task),
+        sketch_size=key.sketch_size,
+        steps=config.steps,
+        batch=config.batch,
+        lr=config.lr,
+        noise=noise,
+        eval_every=config.eval_every,
+        eval_size=config.eval_sets,
+        seed=config.seed,
+        device=config.device,
+        sketch_hidden=config.sketch_hidden,
+        width=config.width,
+        blocks=config.blocks,
+    )
 
 
 @dataclasses.dataclass
@@ -53,25 +77,7 @@ class CompressiveContext:
         A private model sees sketches released at budgets across ``config.private_epsilons``."""
         if key in self.models:
             return
-        config = self.config
-        noise = SketchNoise(config.mechanism, config.private_epsilons, config.delta) if key.private else None
-        run = meta_train(
-            task_of(config, key.task),
-            family_of(config, key.task),
-            held_out=held_out_family(config, key.task),
-            sketch_size=key.sketch_size,
-            steps=config.steps,
-            batch=config.batch,
-            lr=config.lr,
-            noise=noise,
-            eval_every=config.eval_every,
-            eval_size=config.eval_sets,
-            seed=config.seed,
-            device=config.device,
-            sketch_hidden=config.sketch_hidden,
-            width=config.width,
-            blocks=config.blocks,
-        )
+        run = training_run(self.config, key)
         yield from run
         self.models[key] = run.model
 
