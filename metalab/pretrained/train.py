@@ -3,7 +3,8 @@
 ``sinusoid`` meta-trains the MAML / MLSR / MAML-FZ sinusoid initialisations
 (:func:`metalab.experiments.mlsr.sinusoid_inits.train_sinusoid_inits`), checkpointing to ``--work-dir``
 (default ``~/.cache/metalab/checkpoints``) so that a stopped run resumes, and stores each one in the
-package with its evaluation.
+package with its evaluation.  ``compressive`` meta-trains the compressive Sketch- and Query-Networks at
+d = 10 (:func:`metalab.experiments.compressive.pretrained.train_compressive_models`), the same way.
 """
 
 from __future__ import annotations
@@ -12,6 +13,11 @@ import argparse
 import sys
 from pathlib import Path
 
+from metalab.experiments.compressive.pretrained import (
+    STORED_TASKS,
+    compressive_model_config,
+    train_compressive_models,
+)
 from metalab.experiments.mlsr.sinusoid_inits import (
     INIT_METHODS,
     REPORTED_STEPS,
@@ -34,7 +40,16 @@ def main(argv: list[str] | None = None) -> int:
         default=Path.home() / ".cache" / "metalab" / "checkpoints",
         help="checkpoints (resumed when present)",
     )
+    compressive = groups.add_parser("compressive", help="compressive Sketch- and Query-Networks at d = 10")
+    compressive.add_argument("--tasks", nargs="+", choices=STORED_TASKS, default=list(STORED_TASKS))
+    compressive.add_argument("--steps", type=int, default=3000, help="meta-training steps")
+    compressive.add_argument("--seed", type=int, default=0)
+    compressive.add_argument("--work-dir", type=Path, default=Path.home() / ".cache" / "metalab" / "checkpoints")
     args = parser.parse_args(argv)
+    if args.group == "compressive":
+        configs = [compressive_model_config(task, steps=args.steps, seed=args.seed) for task in args.tasks]
+        train_compressive_models(configs, args.work_dir, log=lambda line: print(line, flush=True))
+        return 0
     for shots in args.shots:
         config = sinusoid_init_config(shots=shots, iterations=args.iterations, seed=args.seed)
         for model in train_sinusoid_inits(

@@ -1,0 +1,180 @@
+"""Pretrained Sketch- and Query-Networks at the regime where a learned sketch can beat a random one.
+
+At ``d = 2`` a random quadratic sketch of ``m >= D(D+1)/2`` entries (``D = d + 1`` or ``d + 2``) holds
+the exact second moments, so PCA and ridge decode exactly from it and a learned sketch cannot do
+better.  The stored models sit where it cannot: ``d = 10`` with ``m`` well below ``D(D+1)/2`` for
+PCA, ridge and the autoencoder (66 and 78 moments), and k-means with ``k = 5`` at ``m = 10 k d``.
+
+:func:`train_compressive_models` meta-trains each task's model (:func:`metalab.compressive.training.meta_train`
+as the experiment's :func:`~metalab.experiments.compressive.context.training_run` builds it from
+:func:`compressive_model_config`), checkpointing every ``checkpoint_every`` steps so a stopped run
+resumes, scores it on fixed held-out data sets against the random sketch and classical decoder of the
+same size (:func:`evaluate_compressive_model`: medians of ``L(theta; D) / L(exact(D); D)``) and stores
+it with :func:`metalab.pretrained.save`.  ``python -m metalab.pretrained.train compressive`` runs it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from metalab import pretrained
+from metalab.compressive.query import CompressiveModel
+from metalab.compressive.training import MetaTraining, evaluate
+from metalab.core.device import torch_threads
+from metalab.experiments.compressive import PAPER
+from metalab.experiments.compressive.config import CompressiveConfig, family_of, held_out, task_of
+from metalab.experiments.compressive.context import HeldOut, ModelKey, training_run
+from metalab.experiments.compressive.parts import random_relative_errors, summary
+
+#: the tasks stored, in training order
+STORED_TASKS = ("kmeans", "pca", "ridge", "autoencoder")
+#: sketch size m of each stored task at d = 10: 10 k d for k-means (k = 5), well below D(D+1)/2 otherwise
+SKETCH_SIZES = {"kmeans": 500, "pca": 20, "ridge": 20, "autoencoder": 20}
+#: settings shared by every stored model (the rest are CompressiveConfig's defaults)
+REGIME = {"d": 10, "clusters": 5, "components": 2, "eval_sets": 64, "eval_every": 250, "device": "cpu"}
+#: held-out data sets the test re-scores (the first ones of the evaluation)
+CHECK_SETS = 8
+
+PAPER_CITATION = f"{PAPER.authors}, {PAPER.title}, {PAPER.venue} {PAPER.year} (arXiv {PAPER.arxiv})"
+
+
+def compressive_model_config(task: str, *, steps: int = 3000, seed: int = 0, **overrides: Any) -> CompressiveConfig:
+    """The config of ``task``'s stored model: :data:`REGIME`, m from :data:`SKETCH_SIZES`, ``steps`` Adam steps."""
+    settings = {**REGIME, "tasks": (task,), "sketch_size": SKETCH_SIZES[task], "steps": steps, "seed": seed}
+    return CompressiveConfig(**{**settings, **overrides})
+
+
+def model_name(config: CompressiveConfig) -> str:
+    """``compressive_<task>_d<d>_m<m>``: the stored model's name."""
+    return f"compressive_{config.tasks[0]}_d{config.d}_m{config.sketch_size}"
+
+
+def regenerate_command(config: CompressiveConfig) -> str:
+    return (
+        f"python -m metalab.pretrained.train compressive --tasks {config.tasks[0]} --steps {config.steps} "
+        f"--seed {config.seed}"
+    )
+
+
+def _save_checkpoint(path: Path, run: MetaTraining) -> None:
+    """Write the run's state atomically (a stop mid-write leaves the previous checkpoint)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    torch.save(run.state_dict(), partial)
+    os.replace(partial, path)
+
+
+def train_compressive_model(
+    config: CompressiveConfig,
+    checkpoint: Path | None = None,
+    checkpoint_every: int = 500,
+    log: Callable[[str], None] = print,
+) -> tuple[CompressiveModel, dict[str, Any]]:
+    """Meta-train the config's model to ``config.steps``, resuming from ``checkpoint`` when it exists.
+
+    Returns the model and a training summary (steps, seconds, last loss, held-out medians, status).
+    """
+    run = training_run(config, ModelKey(config.tasks[0], config.sketch_size))
+    if checkpoint is not None and checkpoint.exists():
+        run.load_state_dict(torch.load(checkpoint, weights_only=True))
+        log(f"{model_name(config)}: resumed at step {run.done} from {checkpoint}")
+    curve = []
+    for progress in run:
+        if progress.held_out is not None:
+            curve.append([progress.step, progress.held_out])
+            log(f"{model_name(config)}: step {progress.step}, held-out median {progress.held_out:.3f}")
+        if checkpoint is not None and (progress.step % checkpoint_every == 0 or progress.step == config.steps):
+            _save_checkpoint(checkpoint, run)
+        status = progress.status
+    summary_ = {
+        "steps": run.done,
+        "seconds": round(run.seconds, 1),
+        "status": status if curve else "resumed_finished",
+        "held_out_median_by_step": curve,
+        "device": str(run.model.device),
+        "torch_threads": torch.get_num_threads(),
+    }
+    return run.model, summary_
+
+
+def evaluate_compressive_model(config: CompressiveConfig, model: CompressiveModel, sets: int) -> dict[str, Any]:
+    """The learned model's and the random sketch's relative errors ``L(theta; D) / L(exact(D); D)`` on the
+    first ``sets`` held-out data sets (seed ``config.seed + 1``, never trained on): medians and quartiles."""
+    task = config.tasks[0]
+    scoring = config.replace(eval_sets=sets)
+    data = held_out(scoring, task)
+    exact = task_of(config, task).exact_error(data.X, data.y, seed=config.seed)
+    learned = evaluate(model, data, reference=exact, seed=config.seed)
+    random = random_relative_errors(scoring, task, config.sketch_size, HeldOut(data, exact))
+    return {
+        "sets": sets,
+        "samples": data.X.shape[-2],
+        "sketch_size": config.sketch_size,
+        "learned": summary(learned),
+        "random": summary(random),
+        "learned_over_random": float(learned.median() / random.median()),
+    }
+
+
+def store_compressive_model(
+    config: CompressiveConfig, model: CompressiveModel, training: dict[str, Any], directory: Path | None = None
+) -> pretrained.ModelInfo:
+    """Evaluate ``model`` (``config.eval_sets`` and :data:`CHECK_SETS` held-out sets) and store it as
+    :func:`model_name` in :mod:`metalab.pretrained` (or in ``directory``)."""
+    task = task_of(config, config.tasks[0])
+    options = {name: getattr(task, name) for name in task.__dataclass_fields__ if name != "d"}
+    return pretrained.save(
+        model_name(config),
+        model.state_dict(),
+        config={
+            "architecture": "compressive",
+            "task": task.name,
+            "d": config.d,
+            "task_options": options,
+            "sketch_size": config.sketch_size,
+            "sketch_hidden": list(config.sketch_hidden),
+            "sketch_activation": "relu",
+            "width": config.width,
+            "blocks": config.blocks,
+            "compressive_config": config.to_dict(),
+        },
+        description=f"Sketch- and Query-Network for {task.name}, d = {config.d}, m = {config.sketch_size} "
+        f"({config.steps} meta-training steps on the {family_of(config, task.name).name} family)",
+        paper=PAPER_CITATION,
+        training=training,
+        evaluation={
+            "test": evaluate_compressive_model(config, model, config.eval_sets),
+            "check": evaluate_compressive_model(config, model, CHECK_SETS),
+        },
+        command=regenerate_command(config),
+        directory=directory,
+    )
+
+
+def load_compressive_model(name: str) -> tuple[CompressiveConfig, CompressiveModel, pretrained.ModelInfo]:
+    """A stored model with the config it was trained with and its stored info."""
+    model, info = pretrained.load(name)
+    return CompressiveConfig(**info.config["compressive_config"]), model, info
+
+
+def train_compressive_models(
+    configs: Iterable[CompressiveConfig],
+    work_dir: Path | None = None,
+    log: Callable[[str], None] = print,
+    directory: Path | None = None,
+) -> list[pretrained.ModelInfo]:
+    """Train (resuming from ``work_dir``'s checkpoints), evaluate and store one model per config, with one
+    torch thread."""
+    infos = []
+    with torch_threads(1):
+        for config in configs:
+            checkpoint = None if work_dir is None else Path(work_dir) / f"{model_name(config)}.pt"
+            model, training = train_compressive_model(config, checkpoint, log=log)
+            infos.append(store_compressive_model(config, model, training, directory))
+            log(f"{model_name(config)}: stored {infos[-1].file}")
+    return infos

@@ -1,0 +1,83 @@
+"""The stored compressive models reproduce their stored evaluation, a stopped meta-training resumes
+exactly, and the claim table reads the stored evaluations."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from metalab import pretrained
+from metalab.compressive.datasets import dataset_family
+from metalab.compressive.training import meta_train
+from metalab.experiments.compressive.claims import COLUMNS, claim_table
+from metalab.experiments.compressive.pretrained import (
+    CHECK_SETS,
+    compressive_model_config,
+    evaluate_compressive_model,
+    load_compressive_model,
+    model_name,
+    train_compressive_model,
+)
+
+STORED = sorted(m.name for m in pretrained.available() if m.config.get("architecture") == "compressive")
+
+
+def _tiny_run(steps: int = 6):
+    family = dataset_family("mixtures", n=20, d=2, k=2)
+    return meta_train(
+        "kmeans", family, sketch_size=6, steps=steps, batch=4, eval_every=3, eval_size=2, device="cpu",
+        sketch_hidden=(8,), width=8, blocks=1,
+    )  # fmt: skip
+
+
+def test_resumed_meta_training_equals_an_uninterrupted_one():
+    straight = _tiny_run()
+    straight.run()
+    first = _tiny_run()
+    for progress in first:
+        if progress.step == 3:
+            break
+    state = first.state_dict()
+    resumed = _tiny_run()
+    resumed.load_state_dict(state)
+    steps = [p.step for p in resumed]
+    assert steps == [4, 5, 6]
+    for name, value in straight.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.state_dict()[name], value, rtol=0, atol=0)
+
+
+def test_a_state_past_the_run_is_refused():
+    run = _tiny_run()
+    state = run.state_dict() | {"done": 7}
+    with pytest.raises(ValueError, match="at step 7, which is not allowed: this run has 6 steps"):
+        run.load_state_dict(state)
+
+
+def test_training_resumes_from_its_checkpoint(tmp_path):
+    config = compressive_model_config("pca", steps=4, eval_every=2, eval_sets=2, sketch_hidden=(8,), width=8, blocks=1)
+    checkpoint = tmp_path / f"{model_name(config)}.pt"
+    model, summary = train_compressive_model(config, checkpoint, checkpoint_every=2, log=lambda line: None)
+    assert checkpoint.exists() and summary["steps"] == 4
+    lines = []
+    again, summary = train_compressive_model(config, checkpoint, log=lines.append)
+    assert lines == [f"{model_name(config)}: resumed at step 4 from {checkpoint}"]
+    assert summary["status"] == "resumed_finished"
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(again.state_dict()[name], value, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", STORED)
+def test_stored_model_reproduces_its_check_evaluation(name):
+    torch.set_num_threads(1)
+    config, model, info = load_compressive_model(name)
+    stored = info.evaluation["check"]
+    measured = evaluate_compressive_model(config, model, CHECK_SETS)
+    for method in ("learned", "random"):
+        assert measured[method]["relative_error"] == pytest.approx(stored[method]["relative_error"], rel=1e-2)
+    assert info.size < 2_000_000
+
+
+def test_claim_table_has_one_row_per_stored_model():
+    table = claim_table(STORED)
+    assert tuple(table.columns) == COLUMNS and len(table) == len(STORED)
+    assert table["verdict"].str.match(r"^(reproduced|partly|not reproduced): ").all()
