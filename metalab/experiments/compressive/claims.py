@@ -5,7 +5,8 @@ sketching", Figures 3 and 4), so each row compares the learned model's median re
 ``L(theta; D) / L(exact(D); D)`` on the stored held-out data sets with the random sketch's and the
 classical decoder's at the same sketch size m:
 
-- reproduced: learned median <= random median (and, for k-means, within :data:`KMEANS_TARGET` of exact);
+- reproduced: learned median <= random median (for k-means the better of the box-wide and the per-data-set
+  frequency scale) (and, for k-means, within :data:`KMEANS_TARGET` of exact);
 - partly: learned within :data:`PARTLY` times the random median;
 - not reproduced: otherwise.  The verdict says by how much.
 """
@@ -42,10 +43,15 @@ def claim_row(info: pretrained.ModelInfo) -> dict[str, str]:
     config, test = info.config, info.evaluation["test"]
     task, m = config["task"], config["sketch_size"]
     learned, random = test["learned"]["relative_error"], test["random"]["relative_error"]
+    measured = f"median error / exact: learned {learned:.3f}, random {random:.3f}"
+    if "random_data_scale" in test:
+        tuned = test["random_data_scale"]["relative_error"]
+        measured += f", random with each data set's frequency scale {tuned:.3f}"
+        random = min(random, tuned)
     return {
         "claim": f"learned sketch beats random at equal m: {task}, d = {config['d']}, m = {m}",
         "paper": "learned more accurate than random (Figs. 3-4; no number read)",
-        "metalab": f"median error / exact: learned {learned:.3f}, random {random:.3f} ({test['sets']} held-out sets)",
+        "metalab": f"{measured} ({test['sets']} held-out sets)",
         "verdict": _verdict(task, learned, random),
     }
 
