@@ -269,7 +269,7 @@ def published_claim_table(shots: int = 10, tolerance: float = 1.0):
         rows.append(
             {
                 "claim": f"MAML, 5-shot MSE after {steps} step(s)",
-                "paper": published,
+                "paper": f"{published:g}",
                 "metalab": f"{maml:.3f} ± {maml_ci:.3f}",
                 "verdict": ("reproduced" if gap <= allowed else "not reproduced")
                 + f": |{maml:.3f} − {published}| = {gap:.3f} {'<=' if gap <= allowed else '>'} {allowed:.3f}",
