@@ -76,7 +76,7 @@ def test_stored_model_reproduces_its_check_evaluation(name):
         if method not in stored:
             continue
         assert measured[method]["relative_error"] == pytest.approx(stored[method]["relative_error"], rel=1e-2)
-    assert info.size < 2_000_000
+    assert info.size < 800_000
 
 
 def test_claim_table_has_one_row_per_stored_model():
