@@ -18,6 +18,11 @@ from metalab.experiments.compressive.pretrained import (
     compressive_model_config,
     train_compressive_models,
 )
+from metalab.experiments.memory_reduced.pretrained import (
+    BACKBONE_METHODS,
+    omniglot_config,
+    train_omniglot_backbones,
+)
 from metalab.experiments.mlsr.sinusoid_inits import (
     INIT_METHODS,
     REPORTED_STEPS,
@@ -40,6 +45,12 @@ def main(argv: list[str] | None = None) -> int:
         default=Path.home() / ".cache" / "metalab" / "checkpoints",
         help="checkpoints (resumed when present)",
     )
+    omniglot = groups.add_parser("omniglot", help="Conv-4-32 backbones, Omniglot 5-way 1-shot (implicit, MAML)")
+    omniglot.add_argument("--methods", nargs="+", choices=BACKBONE_METHODS, default=list(BACKBONE_METHODS))
+    omniglot.add_argument("--iterations", type=int, default=600, help="meta-iterations")
+    omniglot.add_argument("--seed", type=int, default=0)
+    omniglot.add_argument("--data", default="", help="folder holding Omniglot's zips (empty: $METALAB_DATA)")
+    omniglot.add_argument("--work-dir", type=Path, default=Path.home() / ".cache" / "metalab" / "checkpoints")
     compressive = groups.add_parser("compressive", help="compressive Sketch- and Query-Networks at d = 10")
     compressive.add_argument("--tasks", nargs="+", choices=STORED_TASKS, default=list(STORED_TASKS))
     compressive.add_argument("--steps", type=int, default=3000, help="meta-training steps")
@@ -49,6 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.group == "compressive":
         configs = [compressive_model_config(task, steps=args.steps, seed=args.seed) for task in args.tasks]
         train_compressive_models(configs, args.work_dir, log=lambda line: print(line, flush=True))
+        return 0
+    if args.group == "omniglot":
+        config = omniglot_config(args.data, iterations=args.iterations, seed=args.seed)
+        train_omniglot_backbones(config, args.methods, args.work_dir, log=lambda line: print(line, flush=True))
         return 0
     for shots in args.shots:
         config = sinusoid_init_config(shots=shots, iterations=args.iterations, seed=args.seed)
