@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from metalab import pretrained
 from metalab.experiments.memory_reduced.claims import omniglot_claim_table
@@ -20,6 +21,7 @@ from metalab.experiments.memory_reduced.pretrained import (
     initial_network,
     load_backbone,
     omniglot_config,
+    train_backbone,
 )
 from metalab.nets import Conv4
 
@@ -80,3 +82,22 @@ def test_claim_table_reads_the_stored_evaluations_and_measures_graph_memory():
     assert table.loc[0, "verdict"].startswith(("reproduced", "below, as expected"))
     # Algorithm 1's graph does not hold the K = 20 unrolled steps MAML's does
     assert table.loc[2, "verdict"].startswith("holds")
+
+
+@pytest.mark.parametrize("method", BACKBONE_METHODS)
+def test_a_resumed_training_run_repeats_a_straight_one(method, tmp_path):
+    """Stopping after 2 meta-iterations and resuming from the checkpoint to 4 gives the parameters (and
+    MAML's head) of 4 iterations run straight: same meta-batches, same Adam state.  Generated glyphs, so
+    no data is needed."""
+    config = omniglot_config(iterations=4).replace(dataset="glyphs", hidden=8, meta_batch=2)
+    data = load_data(config)
+    straight, _ = train_backbone(config, method, data, log=lambda line: None)
+    checkpoint = tmp_path / "run.pt"
+    train_backbone(config.replace(meta_iterations=2), method, data, checkpoint, checkpoint_every=1, log=print)
+    resumed, summary = train_backbone(config, method, data, checkpoint, checkpoint_every=1, log=print)
+    assert summary["meta_iterations"] == 4 and summary["status"] == "ok"
+    for ours, theirs in ((resumed.params, straight.params), (resumed.head, straight.head)):
+        for name, tensor in theirs.items():
+            torch.testing.assert_close(ours[name], tensor, rtol=1e-5, atol=1e-6, msg=name)
+    with pytest.raises(ValueError, match="past meta_iterations=2"):
+        train_backbone(config.replace(meta_iterations=2), method, data, checkpoint, log=print)
