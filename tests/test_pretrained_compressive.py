@@ -58,10 +58,11 @@ def test_training_resumes_from_its_checkpoint(tmp_path):
     checkpoint = tmp_path / f"{model_name(config)}.pt"
     model, summary = train_compressive_model(config, checkpoint, checkpoint_every=2, log=lambda line: None)
     assert checkpoint.exists() and summary["steps"] == 4
+    first_curve = summary["held_out_median_by_step"]
     lines = []
     again, summary = train_compressive_model(config, checkpoint, log=lines.append)
     assert lines == [f"{model_name(config)}: resumed at step 4 from {checkpoint}"]
-    assert summary["status"] == "resumed_finished"
+    assert summary["held_out_median_by_step"] == first_curve and len(first_curve) == 2
     for name, value in model.state_dict().items():
         torch.testing.assert_close(again.state_dict()[name], value, rtol=0, atol=0)
 
@@ -76,6 +77,10 @@ def test_stored_model_reproduces_its_check_evaluation(name):
         if method not in stored:
             continue
         assert measured[method]["relative_error"] == pytest.approx(stored[method]["relative_error"], rel=1e-2)
+    assert [row["epsilon"] for row in measured["privacy"]] == [row["epsilon"] for row in stored["privacy"]]
+    for again, row in zip(measured["privacy"], stored["privacy"], strict=True):
+        assert again["learned"] == pytest.approx(row["learned"], rel=1e-2)
+        assert again["random"] == pytest.approx(row["random"], rel=1e-2)
     assert info.size < 800_000
 
 

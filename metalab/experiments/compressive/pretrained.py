@@ -9,8 +9,11 @@ PCA, ridge and the autoencoder (66 and 78 moments), and k-means with ``k = 5`` a
 as the experiment's :func:`~metalab.experiments.compressive.context.training_run` builds it from
 :func:`compressive_model_config`), checkpointing every ``checkpoint_every`` steps so a stopped run
 resumes, scores it on fixed held-out data sets against the random sketch and classical decoder of the
-same size (:func:`evaluate_compressive_model`: medians of ``L(theta; D) / L(exact(D); D)``) and stores
-it with :func:`metalab.pretrained.save`.  ``python -m metalab.pretrained.train compressive`` runs it.
+same size (:func:`evaluate_compressive_model`: medians of ``L(theta; D) / L(exact(D); D)``, also from
+sketches released with differential privacy at each of ``config.epsilons``) and stores it with
+:func:`metalab.pretrained.save`.  ``private=True`` meta-trains on private sketches instead
+(``<name>_private``).  ``python -m metalab.pretrained.train compressive [--sketch-size m] [--private]``
+runs it.
 """
 
 from __future__ import annotations
@@ -31,8 +34,8 @@ from metalab.compressive.training import MetaTraining, evaluate
 from metalab.core.device import torch_threads
 from metalab.experiments.compressive import PAPER
 from metalab.experiments.compressive.config import CompressiveConfig, family_of, held_out, task_of
-from metalab.experiments.compressive.context import HeldOut, ModelKey, training_run
-from metalab.experiments.compressive.parts import random_relative_errors, summary
+from metalab.experiments.compressive.context import CompressiveContext, HeldOut, ModelKey, training_run
+from metalab.experiments.compressive.parts import _privacy_records, random_relative_errors, summary
 
 #: the tasks stored, in training order
 STORED_TASKS = ("kmeans", "pca", "ridge", "autoencoder")
@@ -46,29 +49,34 @@ CHECK_SETS = 8
 PAPER_CITATION = f"{PAPER.authors}, {PAPER.title}, {PAPER.venue} {PAPER.year} (arXiv {PAPER.arxiv})"
 
 
-def compressive_model_config(task: str, *, steps: int = 3000, seed: int = 0, **overrides: Any) -> CompressiveConfig:
-    """The config of ``task``'s stored model: :data:`REGIME`, m from :data:`SKETCH_SIZES`, ``steps`` Adam steps."""
-    settings = {**REGIME, "tasks": (task,), "sketch_size": SKETCH_SIZES[task], "steps": steps, "seed": seed}
+def compressive_model_config(
+    task: str, *, sketch_size: int | None = None, steps: int = 3000, seed: int = 0, **overrides: Any
+) -> CompressiveConfig:
+    """The config of ``task``'s stored model: :data:`REGIME`, m (default from :data:`SKETCH_SIZES`), ``steps``
+    Adam steps."""
+    m = SKETCH_SIZES[task] if sketch_size is None else sketch_size
+    settings = {**REGIME, "tasks": (task,), "sketch_size": m, "steps": steps, "seed": seed}
     return CompressiveConfig(**{**settings, **overrides})
 
 
-def model_name(config: CompressiveConfig) -> str:
-    """``compressive_<task>_d<d>_m<m>``: the stored model's name."""
-    return f"compressive_{config.tasks[0]}_d{config.d}_m{config.sketch_size}"
+def model_name(config: CompressiveConfig, private: bool = False) -> str:
+    """``compressive_<task>_d<d>_m<m>`` (``_private``: meta-trained on private sketches): the stored model's name."""
+    return f"compressive_{config.tasks[0]}_d{config.d}_m{config.sketch_size}" + ("_private" if private else "")
 
 
-def regenerate_command(config: CompressiveConfig) -> str:
+def regenerate_command(config: CompressiveConfig, private: bool = False) -> str:
     return (
-        f"python -m metalab.pretrained.train compressive --tasks {config.tasks[0]} --steps {config.steps} "
-        f"--seed {config.seed}"
+        f"python -m metalab.pretrained.train compressive --tasks {config.tasks[0]} --sketch-size {config.sketch_size} "
+        f"--steps {config.steps} --seed {config.seed}" + (" --private" if private else "")
     )
 
 
-def _save_checkpoint(path: Path, run: MetaTraining) -> None:
-    """Write the run's state atomically (a stop mid-write leaves the previous checkpoint)."""
+def _save_checkpoint(path: Path, run: MetaTraining, curve: list[list[float]]) -> None:
+    """Write the run's state and its held-out curve so far atomically (a stop mid-write leaves the previous
+    checkpoint)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".partial")
-    torch.save(run.state_dict(), partial)
+    torch.save({**run.state_dict(), "curve": curve}, partial)
     os.replace(partial, path)
 
 
@@ -77,27 +85,31 @@ def train_compressive_model(
     checkpoint: Path | None = None,
     checkpoint_every: int = 500,
     log: Callable[[str], None] = print,
+    private: bool = False,
 ) -> tuple[CompressiveModel, dict[str, Any]]:
-    """Meta-train the config's model to ``config.steps``, resuming from ``checkpoint`` when it exists.
+    """Meta-train the config's model to ``config.steps``, resuming from ``checkpoint`` when it exists;
+    ``private``: on sketches released at budgets across ``config.private_epsilons``.
 
     Returns the model and a training summary (steps, seconds, last loss, held-out medians, status).
     """
-    run = training_run(config, ModelKey(config.tasks[0], config.sketch_size))
+    run = training_run(config, ModelKey(config.tasks[0], config.sketch_size, private))
+    curve, status = [], "ok"
     if checkpoint is not None and checkpoint.exists():
-        run.load_state_dict(torch.load(checkpoint, weights_only=True))
-        log(f"{model_name(config)}: resumed at step {run.done} from {checkpoint}")
-    curve = []
+        state = torch.load(checkpoint, weights_only=True)
+        run.load_state_dict(state)
+        curve = state["curve"]
+        log(f"{model_name(config, private)}: resumed at step {run.done} from {checkpoint}")
     for progress in run:
         if progress.held_out is not None:
             curve.append([progress.step, progress.held_out])
-            log(f"{model_name(config)}: step {progress.step}, held-out median {progress.held_out:.3f}")
+            log(f"{model_name(config, private)}: step {progress.step}, held-out median {progress.held_out:.3f}")
         if checkpoint is not None and (progress.step % checkpoint_every == 0 or progress.step == config.steps):
-            _save_checkpoint(checkpoint, run)
+            _save_checkpoint(checkpoint, run, curve)
         status = progress.status
     summary_ = {
         "steps": run.done,
         "seconds": round(run.seconds, 1),
-        "status": status if curve else "resumed_finished",
+        "status": status,
         "held_out_median_by_step": curve,
         "device": str(run.model.device),
         "torch_threads": torch.get_num_threads(),
@@ -138,18 +150,36 @@ def evaluate_compressive_model(config: CompressiveConfig, model: CompressiveMode
     }
     if task == "kmeans":
         evaluation["random_data_scale"] = summary(data_scaled_ckm_errors(config, scored))
+    evaluation["privacy"] = privacy_evaluation(scoring, model, scored)
     return evaluation
 
 
+def privacy_evaluation(config: CompressiveConfig, model: CompressiveModel, scored: HeldOut) -> list[dict[str, Any]]:
+    """Median relative errors of ``model`` and of the random sketch decoded from sketches released by the
+    config's mechanism at each of ``config.epsilons`` (seeded noise, as the experiment's 'privacy' part)."""
+    task = config.tasks[0]
+    context = CompressiveContext(config, held_out={task: scored})
+    context.models[ModelKey(task, config.sketch_size, private=True)] = model  # the part scores this key's model
+    rows: dict[float, dict[str, Any]] = {}
+    for record in _privacy_records(config, context, task):
+        row = rows.setdefault(record.step, {"epsilon": record.step, "mechanism": config.mechanism})
+        row[record.method] = record.values["relative_error"]
+    return list(rows.values())
+
+
 def store_compressive_model(
-    config: CompressiveConfig, model: CompressiveModel, training: dict[str, Any], directory: Path | None = None
+    config: CompressiveConfig,
+    model: CompressiveModel,
+    training: dict[str, Any],
+    directory: Path | None = None,
+    private: bool = False,
 ) -> pretrained.ModelInfo:
     """Evaluate ``model`` (``config.eval_sets`` and :data:`CHECK_SETS` held-out sets) and store it as
     :func:`model_name` in :mod:`metalab.pretrained` (or in ``directory``)."""
     task = task_of(config, config.tasks[0])
     options = {name: getattr(task, name) for name in task.__dataclass_fields__ if name != "d"}
     return pretrained.save(
-        model_name(config),
+        model_name(config, private),
         model.state_dict(),
         config={
             "architecture": "compressive",
@@ -161,17 +191,19 @@ def store_compressive_model(
             "sketch_activation": "relu",
             "width": config.width,
             "blocks": config.blocks,
+            "private": private,
             "compressive_config": config.to_dict(),
         },
         description=f"Sketch- and Query-Network for {task.name}, d = {config.d}, m = {config.sketch_size} "
-        f"({config.steps} meta-training steps on the {family_of(config, task.name).name} family)",
+        f"({config.steps} meta-training steps on the {family_of(config, task.name).name} family"
+        + (f", sketches released at epsilon in {config.private_epsilons})" if private else ")"),
         paper=PAPER_CITATION,
         training=training,
         evaluation={
             "test": evaluate_compressive_model(config, model, config.eval_sets),
             "check": evaluate_compressive_model(config, model, CHECK_SETS),
         },
-        command=regenerate_command(config),
+        command=regenerate_command(config, private),
         directory=directory,
     )
 
@@ -187,14 +219,16 @@ def train_compressive_models(
     work_dir: Path | None = None,
     log: Callable[[str], None] = print,
     directory: Path | None = None,
+    private: bool = False,
 ) -> list[pretrained.ModelInfo]:
-    """Train (resuming from ``work_dir``'s checkpoints), evaluate and store one model per config, with one
-    torch thread."""
+    """Train (resuming from ``work_dir``'s checkpoints), evaluate and store one model per config (``private``:
+    meta-trained on private sketches), with one torch thread."""
     infos = []
     with torch_threads(1):
         for config in configs:
-            checkpoint = None if work_dir is None else Path(work_dir) / f"{model_name(config)}.pt"
-            model, training = train_compressive_model(config, checkpoint, log=log)
-            infos.append(store_compressive_model(config, model, training, directory))
-            log(f"{model_name(config)}: stored {infos[-1].file}")
+            name = model_name(config, private)
+            checkpoint = None if work_dir is None else Path(work_dir) / f"{name}.pt"
+            model, training = train_compressive_model(config, checkpoint, log=log, private=private)
+            infos.append(store_compressive_model(config, model, training, directory, private))
+            log(f"{name}: stored {infos[-1].file}")
     return infos
