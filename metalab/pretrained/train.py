@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     compressive = groups.add_parser("compressive", help="compressive Sketch- and Query-Networks at d = 10")
     compressive.add_argument("--tasks", nargs="+", choices=STORED_TASKS, default=list(STORED_TASKS))
     compressive.add_argument("--sketch-size", type=int, help="m (default: each task's, SKETCH_SIZES)")
+    compressive.add_argument("--family", choices=("generated", "sklearn"), default="generated", help="data sets")
     compressive.add_argument("--steps", type=int, default=3000, help="meta-training steps")
     compressive.add_argument("--private", action="store_true", help="meta-train on private sketches")
     compressive.add_argument("--seed", type=int, default=0)
@@ -61,7 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.group == "compressive":
         configs = [
-            compressive_model_config(task, sketch_size=args.sketch_size, steps=args.steps, seed=args.seed)
+            compressive_model_config(
+                task, sketch_size=args.sketch_size, family=args.family, steps=args.steps, seed=args.seed
+            )
             for task in args.tasks
         ]
         train_compressive_models(configs, args.work_dir, log=lambda line: print(line, flush=True), private=args.private)

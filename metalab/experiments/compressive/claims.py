@@ -40,6 +40,13 @@ def _verdict(task: str, learned: float, random: float) -> str:
     return f"{graded}: learned / random = {ratio:.2f} (> 1)"
 
 
+def _setting(config: dict) -> str:
+    """``task, d = .., m = .. (data sets)`` of a stored model's config."""
+    family = config["compressive_config"]["family"]
+    tables = "scikit-learn tables" if family == "sklearn" else "generated data sets"
+    return f"{config['task']}, d = {config['d']}, m = {config['sketch_size']} ({tables})"
+
+
 def privacy_row(info: pretrained.ModelInfo) -> dict[str, str]:
     """A model meta-trained on private sketches: learned against random, both from sketches released at
     each stored epsilon (reproduced: learned <= random at every epsilon; partly: at some)."""
@@ -48,8 +55,7 @@ def privacy_row(info: pretrained.ModelInfo) -> dict[str, str]:
     wins = [row["epsilon"] for row in rows if row["learned"] <= row["random"]]
     graded = "reproduced" if len(wins) == len(rows) else "partly" if wins else "not reproduced"
     return {
-        "claim": f"learned beats random under differential privacy: {config['task']}, d = {config['d']}, "
-        f"m = {config['sketch_size']}",
+        "claim": f"learned beats random under differential privacy: {_setting(config)}",
         "paper": "private sketches keep their utility (no number read)",
         "metalab": f"median error / exact, learned vs random ({rows[0]['mechanism']}): "
         + ", ".join(f"ε={row['epsilon']:g}: {row['learned']:.3g} vs {row['random']:.3g}" for row in rows),
@@ -62,7 +68,7 @@ def claim_row(info: pretrained.ModelInfo) -> dict[str, str]:
     if info.config.get("private"):
         return privacy_row(info)
     config, test = info.config, info.evaluation["test"]
-    task, m = config["task"], config["sketch_size"]
+    task = config["task"]
     learned, random = test["learned"]["relative_error"], test["random"]["relative_error"]
     measured = f"median error / exact: learned {learned:.3f}, random {random:.3f}"
     if "random_data_scale" in test:
@@ -70,7 +76,7 @@ def claim_row(info: pretrained.ModelInfo) -> dict[str, str]:
         measured += f", random with each data set's frequency scale {tuned:.3f}"
         random = min(random, tuned)
     return {
-        "claim": f"learned sketch beats random at equal m: {task}, d = {config['d']}, m = {m}",
+        "claim": f"learned sketch beats random at equal m: {_setting(config)}",
         "paper": "learned more accurate than random (Figs. 3-4; no number read)",
         "metalab": f"{measured} ({test['sets']} held-out sets)",
         "verdict": _verdict(task, learned, random),

@@ -43,6 +43,8 @@ STORED_TASKS = ("kmeans", "pca", "ridge", "autoencoder")
 SKETCH_SIZES = {"kmeans": 500, "pca": 20, "ridge": 20, "autoencoder": 20}
 #: settings shared by every stored model (the rest are CompressiveConfig's defaults)
 REGIME = {"d": 10, "clusters": 5, "components": 2, "width": 128, "eval_sets": 64, "eval_every": 500, "device": "cpu"}
+#: samples per data set drawn from scikit-learn's tables
+SKLEARN_SAMPLES = 100
 #: held-out data sets the test re-scores (the first ones of the evaluation)
 CHECK_SETS = 8
 
@@ -50,24 +52,35 @@ PAPER_CITATION = f"{PAPER.authors}, {PAPER.title}, {PAPER.venue} {PAPER.year} (a
 
 
 def compressive_model_config(
-    task: str, *, sketch_size: int | None = None, steps: int = 3000, seed: int = 0, **overrides: Any
+    task: str,
+    *,
+    sketch_size: int | None = None,
+    family: str = "generated",
+    steps: int = 3000,
+    seed: int = 0,
+    **overrides: Any,
 ) -> CompressiveConfig:
     """The config of ``task``'s stored model: :data:`REGIME`, m (default from :data:`SKETCH_SIZES`), ``steps``
-    Adam steps."""
+    Adam steps on the generated family or on scikit-learn's tables (``family="sklearn"``: 100 samples per
+    data set, since the held-out table, wine, has 178 rows)."""
     m = SKETCH_SIZES[task] if sketch_size is None else sketch_size
-    settings = {**REGIME, "tasks": (task,), "sketch_size": m, "steps": steps, "seed": seed}
+    settings = {**REGIME, "tasks": (task,), "sketch_size": m, "family": family, "steps": steps, "seed": seed}
+    if family == "sklearn":
+        settings |= {"n_samples": SKLEARN_SAMPLES, "held_out_samples": SKLEARN_SAMPLES}
     return CompressiveConfig(**{**settings, **overrides})
 
 
 def model_name(config: CompressiveConfig, private: bool = False) -> str:
-    """``compressive_<task>_d<d>_m<m>`` (``_private``: meta-trained on private sketches): the stored model's name."""
-    return f"compressive_{config.tasks[0]}_d{config.d}_m{config.sketch_size}" + ("_private" if private else "")
+    """``compressive_<task>_d<d>_m<m>`` (``_sklearn``: on scikit-learn's tables; ``_private``: meta-trained on
+    private sketches): the stored model's name."""
+    tables = "_sklearn" if config.family == "sklearn" else ""
+    return f"compressive_{config.tasks[0]}_d{config.d}_m{config.sketch_size}{tables}" + ("_private" if private else "")
 
 
 def regenerate_command(config: CompressiveConfig, private: bool = False) -> str:
     return (
         f"python -m metalab.pretrained.train compressive --tasks {config.tasks[0]} --sketch-size {config.sketch_size} "
-        f"--steps {config.steps} --seed {config.seed}" + (" --private" if private else "")
+        f"--family {config.family} --steps {config.steps} --seed {config.seed}" + (" --private" if private else "")
     )
 
 
