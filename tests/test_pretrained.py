@@ -73,7 +73,7 @@ def test_claim_table_compares_maml_with_the_published_numbers_and_mlsr_with_maml
     table = published_claim_table()
     assert list(table.columns) == ["claim", "paper", "metalab", "verdict"]
     assert len(table) == 2 * len(REPORTED_STEPS)
-    assert table["paper"].iloc[0] == 0.67 and table["verdict"].str.contains(": ").all()
+    assert table["paper"].iloc[0] == "0.67" and table["verdict"].str.contains(": ").all()
 
 
 # --------------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from metalab.core.cost import Budget
 from metalab.dashboard import ICON, lab
 from metalab.experiments.base import Experiment
 from metalab.plots import styles
+from metalab.pretrained import PretrainedError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,3 +117,21 @@ def reproduce(experiment: Experiment, config: Config) -> None:
         st.markdown("The link in the address bar reproduces this view. From a shell:")
         st.code(lab.cli_command(experiment.name, config), language="bash")
         st.json(config.to_dict(), expanded=False)
+
+
+def paper_scale(title: str, claims: Callable[[], pd.DataFrame], text: str, regenerate: str) -> None:
+    """An open expander above the live run with what was trained or run at the paper's scale: the claim
+    table (claim | paper | metalab | verdict) that ``claims()`` builds from stored models or runs, ``text``
+    on what they are, and the command that regenerates them.  A missing or broken store is said, not raised."""
+    with st.expander(title, expanded=True):
+        try:
+            table = claims()
+        except (PretrainedError, FileNotFoundError, ValueError) as error:
+            st.info(str(error), icon=":material/info:")
+            return
+        st.markdown(text)
+        st.table(table.set_index("claim"))
+        st.caption(
+            f"Regenerate with `{regenerate}`. The live run below trains at the settings in the sidebar, within this "
+            "server's budget."
+        )

@@ -12,6 +12,7 @@ from metalab.dashboard.charts import memory_reduced as charts
 from metalab.dashboard.controls import control, url
 from metalab.experiments import get_experiment
 from metalab.experiments.memory_reduced import memory_ratios
+from metalab.experiments.memory_reduced.claims import omniglot_claim_table
 from metalab.plots import styles
 
 experiment = get_experiment("memory_reduced")
@@ -30,6 +31,9 @@ VIEW_CONTROLS = {
 }
 #: record statuses that say a method's computation failed: such a method is never ranked
 FAILED = ("cg_fallback", "non_finite", "diverged", "nonpositive_curvature", "inner_not_converged")
+#: what does not make a graph-memory measurement wrong: the graph's size is the same whether or not K inner
+#: steps solved the head (K = 1 Newton step sits near max_inner_residual and flips between machines)
+MEMORY_UNAFFECTED = ("inner_not_converged",)
 SINGULAR = (
     "The inner objective is g(φ) = CE(support; φ) + λ/2 ‖φ‖². Cross-entropy alone does not change when one vector "
     "is added to every class's weights, nor, with fewer support points than feature dimensions, along directions "
@@ -62,11 +66,11 @@ def label(method: str) -> str:
     return styles.label("memory_reduced", method)
 
 
-def failing(frame: pd.DataFrame, flagged: set[str]) -> set[str]:
+def failing(frame: pd.DataFrame, flagged: set[str], harmless: tuple[str, ...] = ()) -> set[str]:
     """The methods that raised a warning or whose records carry a failure status (a CG fallback, a
-    non-finite loss, a diverged solve)."""
+    non-finite loss, a diverged solve), apart from the ``harmless`` statuses."""
     status = frame["status"].astype(str) if "status" in frame else pd.Series("", index=frame.index)
-    failed = status.map(lambda text: any(word in text for word in FAILED))
+    failed = status.map(lambda text: any(word in text for word in FAILED if word not in harmless))
     return set(flagged) | set(frame.loc[failed, "method"])
 
 
@@ -92,7 +96,7 @@ def memory_summary(frame: pd.DataFrame, flagged: set[str]) -> page.Summary:
     table = table.reindex(styles.ordered("memory_reduced", table.index))
     table.columns = [f"K = {k}" for k in table.columns]
     table.index = table.index.map(label)
-    bad, ks = failing(rows, flagged), sorted(rows["inner_steps"].unique())
+    bad, ks = failing(rows, flagged, MEMORY_UNAFFECTED), sorted(rows["inner_steps"].unique())
     ratios, text = memory_ratios(frame), ""
     if "implicit" not in bad and len(ks) > 1:
         shares = [
@@ -229,8 +233,26 @@ def controls() -> tuple[str, dict]:
     return view, {**values, "parts": (view,)}
 
 
+PAPER_SCALE = (
+    "Conv-4-32 backbones meta-trained on Omniglot 5-way 1-shot (the small background sets with 90° rotations as "
+    "new classes, 8 tasks per batch, K = 5, 1,200 meta-iterations) by Algorithm 1 and by MAML, from "
+    "`metalab.pretrained`, tested on 200 fixed episodes. The memory claim is the Memory view below, measured live."
+)
+
+
+def stored_claims():
+    """The stored backbones' accuracy claims (read from their files, no computation)."""
+    return omniglot_claim_table(memory=False)
+
+
 def main() -> None:
     page.header(experiment, method=METHOD)
+    page.paper_scale(
+        "At paper scale: Conv-4 backbones meta-trained on Omniglot",
+        stored_claims,
+        PAPER_SCALE,
+        "python -m metalab.pretrained.train omniglot --iterations 1200 --data DIR",
+    )
     view, values = controls()
     config = lab.build_config(CONFIG, values)
     if config is None:

@@ -11,7 +11,6 @@ from metalab.dashboard.charts import mlsr as charts
 from metalab.dashboard.controls import control, url
 from metalab.experiments import get_experiment
 from metalab.experiments.mlsr.sinusoid_inits import published_claim_table
-from metalab.pretrained import PretrainedError
 
 experiment = get_experiment("mlsr")
 CONFIG = experiment.config
@@ -223,30 +222,21 @@ def controls() -> tuple[str, dict]:
     return task, values
 
 
-def paper_scale() -> None:
-    """The stored initialisations meta-trained at the MAML paper's scale, against the published numbers:
-    what a few seconds of live training below cannot show."""
-    with st.expander("At paper scale: initialisations meta-trained for 70,000 iterations", expanded=True):
-        try:
-            table = published_claim_table()
-        except PretrainedError as error:
-            st.info(str(error), icon=":material/info:")
-            return
-        st.markdown(
-            "Sinusoid regression, 5-shot test MSE on 600 fixed tasks after 1, 5 and 10 steps (1-40-40-1 ReLU, "
-            "10 shots per task in meta-training, inner step 0.01, meta-batch 25), from `metalab.pretrained`. "
-            "MAML reproduces Finn et al.'s table; MLSR's claim does not hold in this reconstruction."
-        )
-        st.table(table.set_index("claim"))
-        st.caption(
-            "Regenerate with `python -m metalab.pretrained.train sinusoid`. The live run below meta-trains "
-            "at the settings in the sidebar, within this server's budget."
-        )
+PAPER_SCALE = (
+    "Sinusoid regression, 5-shot test MSE on 600 fixed tasks after 1, 5 and 10 steps (1-40-40-1 ReLU, 10 shots "
+    "per task in meta-training, inner step 0.01, meta-batch 25), from `metalab.pretrained`. MAML reproduces "
+    "Finn et al.'s table; MLSR's claim does not hold in this reconstruction."
+)
 
 
 def main() -> None:
     page.header(experiment, method=METHOD)
-    paper_scale()
+    page.paper_scale(
+        "At paper scale: initialisations meta-trained for 70,000 iterations",
+        published_claim_table,
+        PAPER_SCALE,
+        "python -m metalab.pretrained.train sinusoid --shots 10 --iterations 70000",
+    )
     task, values = controls()
     config = lab.build_config(CONFIG, values)
     if config is None:
