@@ -50,6 +50,11 @@ def test_the_installed_package_is_not_the_checkout(installed, tmp_path, repo_roo
         [sys.executable, "-c", shipped], env=installed, cwd=tmp_path, capture_output=True, text=True
     )
     assert "sinusoid_maml_k10" in loaded.stdout.split(), loaded.stderr  # the stored models ship, checksums intact
+    stored = (
+        "from metalab import results; run = results.load('meta_sp'); print(len(run.frame), run.provenance['units'])"
+    )
+    read = subprocess.run([sys.executable, "-c", stored], env=installed, cwd=tmp_path, capture_output=True, text=True)
+    assert read.returncode == 0 and int(read.stdout.split()[0]) > 100, read.stderr  # so do the stored runs
 
 
 def test_metalab_notebooks_copies_the_shipped_notebooks(installed, tmp_path):
