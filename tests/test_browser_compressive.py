@@ -32,7 +32,7 @@ def progress_values(page, timeout_s: float) -> list[int]:
 
 def test_compressive_page_trains_then_draws_the_answers_over_the_data(dashboard, browser, tmp_path):  # noqa: F811
     page = browser.new_page(viewport={"width": 1500, "height": 1300})
-    page.goto(f"{dashboard}/{PAGE}?steps=100&sketch_size=20")
+    page.goto(f"{dashboard}/{PAGE}?steps=400&sketch_size=20")  # long enough to see the bar move
     progress = progress_values(page, timeout_s=180)
     # the bar moves during meta-training (it stayed at 0 % for the whole run before records carried progress)
     assert len([value for value in progress if 0 < value < 100]) >= 3, progress
