@@ -51,6 +51,19 @@ class StoredRun:
         """The stored figures (PNG), by name."""
         return sorted(self.path.glob("*.png"))
 
+    def describe(self) -> str:
+        """Where the run came from, in one line: command, commit, machine, versions, time."""
+        p = self.provenance
+        commit = (p.get("git_commit") or "unknown")[:10] + (" (uncommitted changes)" if p.get("git_dirty") else "")
+        machine = f"{p['cpu']}, {p['torch_threads']} torch thread(s), device {p['device']}"
+        minutes = f"{p['wall_seconds'] / 60:.0f} min wall" + (
+            f", {p['cpu_seconds'] / 60:.0f} min CPU" if "cpu_seconds" in p else ""
+        )
+        return (
+            f"`metalab reproduce {self.paper}` at commit {commit} · {machine} · torch {p['torch']}, Python "
+            f"{p['python']} · {minutes}, finished {p['finished_utc']}"
+        )
+
 
 def available() -> list[str]:
     """The papers with a stored run (a folder holding ``provenance.json``), sorted."""

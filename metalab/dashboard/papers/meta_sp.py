@@ -236,21 +236,6 @@ def controls() -> tuple[str, dict]:
     return view, values
 
 
-def provenance_text(provenance: dict) -> str:
-    """Where the stored run came from, in one line."""
-    commit = (provenance.get("git_commit") or "unknown")[:10] + (
-        " (uncommitted changes)" if provenance.get("git_dirty") else ""
-    )
-    machine = f"{provenance['cpu']}, {provenance['torch_threads']} torch thread(s), device {provenance['device']}"
-    minutes = f"{provenance['wall_seconds'] / 60:.0f} min wall" + (
-        f", {provenance['cpu_seconds'] / 60:.0f} min CPU" if "cpu_seconds" in provenance else ""
-    )
-    return (
-        f"`metalab reproduce meta_sp` at commit {commit} · {machine} · torch {provenance['torch']}, Python "
-        f"{provenance['python']} · {minutes}, finished {provenance['finished_utc']}"
-    )
-
-
 def stored_view() -> None:
     """The stored paper-scale run: its provenance, the claim table, the samples and convergence charts,
     and the other figures as stored; the live views train on the settings in the sidebar."""
@@ -261,7 +246,7 @@ def stored_view() -> None:
         return
     config = stored.config_object()
     st.subheader("Stored paper-scale run")
-    st.caption(provenance_text(stored.provenance))
+    st.caption(stored.describe())
     st.markdown(f"{settings_text(config)}, {config.repeats} repeats. Train live: choose Convergence or Samples.")
     st.dataframe(claim_table(stored.frame), hide_index=True)
     st.altair_chart(samples_chart(stored.frame, config, False), width="stretch")
