@@ -13,8 +13,9 @@ config); a different config is refused unless ``restart``.
 
 A finished run leaves ``records.csv`` (``records.csv.gz`` above :data:`GZIP_ABOVE` bytes) with a
 ``unit`` column, ``config.json``, ``provenance.json`` (code version, machine, device, start, end,
-compute seconds, wall and CPU) and one PNG per figure.  :func:`drift` re-runs a slice of units of a stored run and
-compares them with its records, so a stored result cannot drift from the code unnoticed.
+compute seconds, wall and CPU) and one PNG per figure.  :func:`drift_slice` names the units a drift check
+re-runs (:func:`rerun`) and :func:`compare` compares them with the stored records, so a stored result
+cannot drift from the code unnoticed.
 """
 
 from __future__ import annotations
@@ -41,14 +42,12 @@ from metalab.core.output import STREAM, RunFolder, atomic_write, read_stream
 from metalab.core.provenance import machine, utc_now
 from metalab.core.records import Unit
 from metalab.experiments import EXPERIMENTS, get_experiment
-from metalab.experiments.base import Experiment
+from metalab.experiments.base import DRIFT_ATOL, DRIFT_RTOL, DriftSlice, Experiment
 
 #: records CSV larger than this (bytes) is stored gzip-compressed
 GZIP_ABOVE = 1_000_000
 #: files of a stored run besides the figures, removed by a restart
 RUN_FILES = (STREAM, "records.csv", "records.csv.gz", "config.json", "provenance.json")
-#: default drift tolerances: |fresh - stored| <= ATOL + RTOL |stored| for every non-volatile number
-RTOL, ATOL = 1e-4, 1e-7
 
 
 @dataclasses.dataclass(frozen=True)
@@ -283,13 +282,13 @@ def reproduce_all(names: Sequence[str], out: Path | None, *, device: str, restar
 # drift: re-run a slice of a stored run and compare
 
 
-def drift_units(experiment: Experiment, config: Config) -> list[str]:
-    """The units a drift check re-runs: the experiment module's ``drift_units(config)`` when it has one,
-    else the first unit of every part."""
-    declared = getattr(importlib.import_module(EXPERIMENTS[experiment.name]), "drift_units", None)
+def drift_slice(experiment: Experiment, config: Config) -> DriftSlice:
+    """What a drift check re-runs of the stored run of ``config``: the experiment module's
+    ``drift_slice(config)`` when it has one, else the first unit of every part at the stored config."""
+    declared = getattr(importlib.import_module(EXPERIMENTS[experiment.name]), "drift_slice", None)
     if declared is not None:
-        return list(declared(config))
-    return [f"{part}/0" for part in config.parts]
+        return declared(config)
+    return DriftSlice(config, tuple(f"{part}/0" for part in config.parts))
 
 
 def rerun(experiment: Experiment, config: Config, names: Sequence[str]) -> pd.DataFrame:
@@ -302,14 +301,22 @@ def rerun(experiment: Experiment, config: Config, names: Sequence[str]) -> pd.Da
 
 
 def compare(
-    stored: pd.DataFrame, fresh: pd.DataFrame, skip: Sequence[str] = (), rtol: float = RTOL, atol: float = ATOL
+    stored: pd.DataFrame,
+    fresh: pd.DataFrame,
+    skip: Sequence[str] = (),
+    rtol: float = DRIFT_RTOL,
+    atol: float = DRIFT_ATOL,
+    prefix: bool = False,
 ) -> list[str]:
     """What differs between the ``stored`` rows of some units and their ``fresh`` re-run: row counts,
     labels, and numbers outside ``|fresh - stored| <= atol + rtol |stored|`` (NaN equals NaN); ``skip``
-    names the columns not compared (the volatile ones).  An empty list: they agree."""
+    names the columns not compared (the volatile ones); ``prefix``: the fresh run had a smaller budget, so
+    its rows are compared with the first rows of each stored unit.  An empty list: they agree."""
     problems = []
     for unit, old in stored.groupby("unit", sort=False):
         new = fresh[fresh["unit"] == unit]
+        if prefix and 0 < len(new) <= len(old):
+            old = old.head(len(new))
         if len(new) != len(old):
             problems.append(f"{unit}: {len(old)} stored records, {len(new)} now")
             continue

@@ -21,6 +21,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from metalab import results
 from metalab.core import Config
 from metalab.core.cost import Budget
 from metalab.dashboard import ICON, lab
@@ -119,13 +120,18 @@ def reproduce(experiment: Experiment, config: Config) -> None:
         st.json(config.to_dict(), expanded=False)
 
 
-def paper_scale(title: str, claims: Callable[[], pd.DataFrame], text: str, regenerate: str) -> None:
+def paper_scale(
+    title: str, claims: Callable[[], pd.DataFrame], text: str, regenerate: str, stored: str | None = None
+) -> None:
     """An open expander above the live run with what was trained or run at the paper's scale: the claim
     table (claim | paper | metalab | verdict) that ``claims()`` builds from stored models or runs, ``text``
-    on what they are, and the command that regenerates them.  A missing or broken store is said, not raised."""
+    on what they are, the command that regenerates them and, for a paper whose run ``metalab reproduce``
+    stored (``stored``: its name), where that run came from and its figures, one tab each.  A missing or
+    broken store is said, not raised."""
     with st.expander(title, expanded=True):
         try:
             table = claims()
+            run = results.load(stored) if stored is not None else None
         except (PretrainedError, FileNotFoundError, ValueError) as error:
             st.info(str(error), icon=":material/info:")
             return
@@ -135,3 +141,8 @@ def paper_scale(title: str, claims: Callable[[], pd.DataFrame], text: str, regen
             f"Regenerate with `{regenerate}`. The live run below trains at the settings in the sidebar, within this "
             "server's budget."
         )
+        if run is not None:
+            st.caption(f"Stored run: {run.describe()}")
+            figures = run.figures()
+            for tab, figure in zip(st.tabs([f.stem.replace("_", " ") for f in figures]), figures, strict=True):
+                tab.image(str(figure))

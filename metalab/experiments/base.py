@@ -119,6 +119,28 @@ class Part:
             raise ValueError(f"part {self.name!r}: step={record.step!r} but its x column {self.x!r} is {expected!r}")
 
 
+#: default drift tolerances: |fresh - stored| <= atol + rtol |stored| for every non-volatile number
+DRIFT_RTOL, DRIFT_ATOL = 1e-4, 1e-7
+
+
+@dataclasses.dataclass(frozen=True)
+class DriftSlice:
+    """What a drift check re-runs of a stored run: the ``units`` (names ``<part>/<i>``) of ``config``.
+
+    With ``prefix``, ``config`` is the stored config at a smaller budget (fewer meta-iterations) under which
+    those units stream the first records of the stored ones, so the check compares the fresh records with
+    the stored run's first records of each unit.  A unit's numbers must agree to
+    ``|fresh - stored| <= atol + rtol |stored|``: training on another CPU drifts in the last digits, so a
+    slice that trains states a looser tolerance.
+    """
+
+    config: Config
+    units: tuple[str, ...]
+    prefix: bool = False
+    rtol: float = DRIFT_RTOL
+    atol: float = DRIFT_ATOL
+
+
 def _no_context(config: Config) -> None:
     return None
 

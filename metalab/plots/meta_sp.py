@@ -16,6 +16,7 @@ EXPERIMENT = "meta_sp"
 def _style(method: str) -> dict:
     return styles.mpl(EXPERIMENT, method)
 
+
 def convergence_figure(frame: pd.DataFrame) -> Figure | None:
     """Subspace error per iteration for every method (log scale): Meta-SP's linear rate to a floor.
 
@@ -120,7 +121,11 @@ def noise_floor_figure(frame: pd.DataFrame) -> Figure | None:
         if len(x) >= 2:
             slope, intercept = np.polyfit(np.log(x), np.log(y), 1)
             ax.loglog(
-                x, np.exp(intercept) * x**slope, "-", color=styles.style(EXPERIMENT, "meta_sp").colour, label=f"fit: slope {slope:.2f}"
+                x,
+                np.exp(intercept) * x**slope,
+                "-",
+                color=styles.style(EXPERIMENT, "meta_sp").colour,
+                label=f"fit: slope {slope:.2f}",
             )
             anchor = np.exp(np.mean(np.log(y)) - expected * np.mean(np.log(x)))
             ax.loglog(x, anchor * x**expected, "--", color="black", label=f"rate: slope {expected:g}")

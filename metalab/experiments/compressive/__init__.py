@@ -35,8 +35,9 @@ from typing import Any
 import pandas as pd
 
 from metalab.core import Record
-from metalab.experiments.base import Experiment, Paper, Part
+from metalab.experiments.base import DriftSlice, Experiment, Paper, Part
 from metalab.experiments.compressive.config import (
+    PAPER_SCALE,
     PARTS,
     CompressiveConfig,
     family_of,
@@ -64,6 +65,7 @@ __all__ = [
     "EXPERIMENT",
     "NAME",
     "PAPER",
+    "PAPER_SCALE",
     "PARTS",
     "TITLE",
     "CompressiveConfig",
@@ -71,6 +73,7 @@ __all__ = [
     "HeldOut",
     "ModelKey",
     "family_of",
+    "drift_slice",
     "figures",
     "held_out",
     "held_out_family",
@@ -148,6 +151,13 @@ def ratios(frame: pd.DataFrame) -> dict[str, float]:
         if {"learned", "random"} <= set(largest.index):
             out[f"{task}_learned_vs_random"] = float(largest["learned"] / largest["random"])
     return out
+
+
+def drift_slice(config: CompressiveConfig) -> DriftSlice:
+    """What the drift test re-runs of a stored run (about 20 s): the first model's whole meta-training (its
+    one-cycle learning-rate schedule depends on the number of steps, so a shorter run is not a prefix);
+    thousands of Adam steps on another CPU drift in the last digits, hence the 2 % tolerance."""
+    return DriftSlice(config, ("training/0",), rtol=0.02, atol=1e-6)
 
 
 def figures(frame: pd.DataFrame) -> dict[str, Any]:

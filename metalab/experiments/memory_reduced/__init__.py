@@ -39,9 +39,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from metalab.experiments.base import Experiment, Paper, Part
+from metalab.experiments.base import DriftSlice, Experiment, Paper, Part
 from metalab.experiments.memory_reduced.cg import cg_units
-from metalab.experiments.memory_reduced.config import ALL_METHODS, CONFIG, DATASETS, PARTS, MemoryReducedConfig
+from metalab.experiments.memory_reduced.config import (
+    ALL_METHODS,
+    CONFIG,
+    DATASETS,
+    PAPER_SCALE,
+    PARTS,
+    MemoryReducedConfig,
+)
 from metalab.experiments.memory_reduced.context import (
     Data,
     RunContext,
@@ -64,12 +71,14 @@ __all__ = [
     "EXPERIMENT",
     "NAME",
     "PAPER",
+    "PAPER_SCALE",
     "PARTS",
     "TITLE",
     "Data",
     "MemoryReducedConfig",
     "RunContext",
     "confidence_interval",
+    "drift_slice",
     "figures",
     "load_data",
     "make_model",
@@ -103,6 +112,18 @@ PAPER = Paper(
 )
 NAME = "memory_reduced"
 TITLE = PAPER.title
+
+
+def drift_slice(config: MemoryReducedConfig) -> DriftSlice:
+    """What the drift test re-runs of a stored run (under a minute): Algorithm 1's first 100 meta-iterations
+    (its test accuracy at 0 and 100), its graph memory at every K, and the CG sweeps.  Test accuracy is a
+    mean over 100 x 25 query predictions that a last-digit difference on another CPU can flip, hence an
+    absolute tolerance of 0.01 (25 predictions)."""
+    memory = tuple(f"memory/{i}" for i in range(len(config.k_grid)))
+    cg = tuple(f"cg/{i}" for i in range(len(config.cg_lams) + 1))
+    return DriftSlice(
+        config.replace(meta_iterations=100), ("training/0", *memory, *cg), prefix=True, rtol=1e-3, atol=0.01
+    )
 
 
 def figures(frame) -> dict[str, Any]:

@@ -15,7 +15,7 @@ Parts (select with ``Config.parts``):
 
 from typing import Any
 
-from metalab.experiments.base import Experiment, Paper, Part
+from metalab.experiments.base import DriftSlice, Experiment, Paper, Part
 from metalab.experiments.meta_sp.claims import claim_table
 from metalab.experiments.meta_sp.config import (
     ALL_METHODS,
@@ -50,7 +50,7 @@ __all__ = [
     "PARTS",
     "MetaSPConfig",
     "claim_table",
-    "drift_units",
+    "drift_slice",
     "figures",
     "fit_method",
     "make_instance",
@@ -86,10 +86,10 @@ def figures(frame) -> dict[str, Any]:
     return plots.meta_sp_figures(frame)
 
 
-def drift_units(config: MetaSPConfig) -> list[str]:
+def drift_slice(config: MetaSPConfig) -> DriftSlice:
     """The units the drift test re-runs from a stored run (about 30 s on one core): every method at the
     smallest m of the samples grid, Meta-SP's convergence trace, and the first noise-floor point."""
-    return ["samples/0", "convergence/0", "noise_floor/0"]
+    return DriftSlice(config, ("samples/0", "convergence/0", "noise_floor/0"))
 
 
 _EVALUATION = ("sin_theta", "sin_theta_fro", "few_shot_mse", "seconds", "n_iter")

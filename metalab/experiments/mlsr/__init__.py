@@ -60,7 +60,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from metalab.experiments.base import Experiment, Paper, Part
+from metalab.experiments.base import DriftSlice, Experiment, Paper, Part
 from metalab.experiments.mlsr.config import (
     ALL_METHODS,
     CONFIG,
@@ -117,6 +117,7 @@ __all__ = [
     "ModelSpec",
     "Trained",
     "adapt_predictions",
+    "drift_slice",
     "figures",
     "make_learner",
     "make_net",
@@ -159,6 +160,13 @@ def published_table(frame) -> Any:
     """Our MAML MSE beside the published numbers (rows: adaptation steps)."""
     rows = frame[frame["part"] == "published"]
     return rows[["adapt_steps", "published_mse", "mse", "ci95", "ratio", "comparable"]].set_index("adapt_steps")
+
+
+def drift_slice(config: MLSRConfig) -> DriftSlice:
+    """What the drift test re-runs of a stored run (a few seconds): the first model of the training part
+    for its first 1,000 meta-iterations, whose query-loss records begin like the stored ones; training on
+    another CPU drifts in the last digits, hence the 1e-3 tolerance."""
+    return DriftSlice(config.replace(meta_iterations=1000), ("training/0",), prefix=True, rtol=1e-3, atol=1e-6)
 
 
 def figures(frame) -> dict[str, Any]:
