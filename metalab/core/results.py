@@ -45,7 +45,9 @@ class DivergenceWarning(RuntimeWarning):
 
 
 class HypergradientWarning(RuntimeWarning):
-    """A hypergradient came out non-finite (e.g. the inner loop diverged); it was replaced by zeros."""
+    """A hypergradient is unreliable: it came out non-finite (e.g. the inner loop diverged) and was replaced
+    by zeros, or the implicit hypergradient's inner solve stopped far from the inner optimum the
+    implicit-function theorem assumes (status ``inner_not_converged``)."""
 
 
 class LinearSolve(Protocol):
