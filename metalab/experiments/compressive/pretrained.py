@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 
 from metalab import pretrained
@@ -31,11 +32,12 @@ from metalab.compressive.feature_maps import median_scale
 from metalab.compressive.query import CompressiveModel
 from metalab.compressive.randomized import RandomizedLearner
 from metalab.compressive.training import MetaTraining, evaluate
+from metalab.core import collect
 from metalab.core.device import torch_threads
 from metalab.experiments.compressive import PAPER
 from metalab.experiments.compressive.config import CompressiveConfig, family_of, held_out, task_of
 from metalab.experiments.compressive.context import CompressiveContext, HeldOut, ModelKey, training_run
-from metalab.experiments.compressive.parts import _privacy_records, random_relative_errors, summary
+from metalab.experiments.compressive.parts import _privacy_records, example_units, random_relative_errors, summary
 
 #: the tasks stored, in training order
 STORED_TASKS = ("kmeans", "pca", "ridge", "autoencoder")
@@ -245,3 +247,39 @@ def train_compressive_models(
             infos.append(store_compressive_model(config, model, training, directory, private))
             log(f"{name}: stored {infos[-1].file}")
     return infos
+
+
+def stored_sketch_sizes(task: str) -> list[int]:
+    """The sketch sizes m of ``task``'s stored models on the generated family (not meta-trained privately)."""
+    prefix = f"compressive_{task}_d{REGIME['d']}_m"
+    names = (info.name for info in pretrained.available())
+    return sorted(
+        int(name.removeprefix(prefix)) for name in names if name.startswith(prefix) and name[len(prefix) :].isdigit()
+    )
+
+
+def stored_example(
+    task: str, sketch_size: int | None = None, epsilon: float | None = None, samples: int = 250, seed: int = 0
+) -> tuple[str, pd.DataFrame]:
+    """The experiment's 'example' part on a stored model: one fresh held-out data set of ``samples`` samples
+    (drawn from ``seed``) with the model's answer, the random sketch + classical decoder's and the exact one,
+    each with its relative error ``L(theta; D) / L(exact(D); D)``.
+
+    ``epsilon``: both sketches are released by the model's mechanism at that budget, and the ``_private``
+    model answers when one is stored.  Returns the answering model's name and the example's records; a
+    size with no stored model raises ValueError naming the stored ones.
+    """
+    sizes = stored_sketch_sizes(task)
+    m = SKETCH_SIZES.get(task) if sketch_size is None else sketch_size
+    if m not in sizes:
+        raise ValueError(f"no stored {task!r} model with sketch size m = {m}; stored: {sizes or 'none'}")
+    name = model_name(compressive_model_config(task, sketch_size=m))
+    private = epsilon is not None and f"{name}_private" in {info.name for info in pretrained.available()}
+    name += "_private" if private else ""
+    config, model, _ = load_compressive_model(name)
+    config = config.replace(
+        parts=("example",), example_epsilon=epsilon, held_out_samples=samples, eval_sets=1, seed=seed, threads=1
+    )
+    context = CompressiveContext(config)
+    context.models[ModelKey(task, m, private)] = model  # the part draws this key's model
+    return name, collect(record for unit in example_units(config, context) for record in unit.work())
