@@ -26,7 +26,8 @@ import torch
 
 from metalab import pretrained
 from metalab.core.device import torch_threads
-from metalab.experiments.mlsr.config import PUBLISHED, MLSRConfig
+from metalab.experiments.mlsr.claims import maml_sinusoid_row, mlsr_sinusoid_row
+from metalab.experiments.mlsr.config import MLSRConfig
 from metalab.experiments.mlsr.models import (
     Trained,
     ci95,
@@ -252,39 +253,16 @@ def train_sinusoid_inits(
 
 def published_claim_table(shots: int = 10, tolerance: float = 1.0):
     """MAML's and MLSR's stored 5-shot sinusoid MSE beside the published MAML numbers, one row per
-    (method, steps): claim | paper | metalab (± 95 %) | verdict with its reason.
-
-    MAML reproduces the table when |ours − published| <= ``tolerance`` · (our 95 % half-width) + 0.005
-    (the published numbers' rounding to two digits); MLSR's claim (at least as good as MAML) holds when
-    its MSE is not above MAML's by more than the two half-widths combined.
+    (method, steps): :func:`~metalab.experiments.mlsr.claims.maml_sinusoid_row` (reproduced within
+    ``tolerance`` · our 95 % half-width + 0.005) and :func:`~metalab.experiments.mlsr.claims.mlsr_sinusoid_row`.
     """
     import pandas as pd
 
     results = {m: pretrained.info(init_name(m, shots)).evaluation["test"] for m in ("maml", "mlsr")}
     rows = []
     for steps in REPORTED_STEPS:
-        key, published = str(steps), PUBLISHED["maml"][steps]
-        maml, maml_ci = results["maml"]["mse"][key], results["maml"]["ci95"][key]
-        gap, allowed = abs(maml - published), tolerance * maml_ci + 0.005
-        rows.append(
-            {
-                "claim": f"MAML, 5-shot MSE after {steps} step(s)",
-                "paper": f"{published:g}",
-                "metalab": f"{maml:.3f} ± {maml_ci:.3f}",
-                "verdict": ("reproduced" if gap <= allowed else "not reproduced")
-                + f": |{maml:.3f} − {published}| = {gap:.3f} {'<=' if gap <= allowed else '>'} {allowed:.3f}",
-            }
-        )
-        mlsr, mlsr_ci = results["mlsr"]["mse"][key], results["mlsr"]["ci95"][key]
-        margin = maml_ci + mlsr_ci
-        holds = mlsr <= maml + margin
-        rows.append(
-            {
-                "claim": f"MLSR at least as good as MAML after {steps} step(s)",
-                "paper": "MLSR <= MAML (Figure 3)",
-                "metalab": f"{mlsr:.3f} ± {mlsr_ci:.3f} vs {maml:.3f}",
-                "verdict": ("holds" if holds else "does not hold")
-                + f": MLSR − MAML = {mlsr - maml:+.3f} {'<=' if holds else '>'} {margin:.3f} (the two intervals)",
-            }
-        )
+        maml, maml_ci = (results["maml"][k][str(steps)] for k in ("mse", "ci95"))
+        mlsr, mlsr_ci = (results["mlsr"][k][str(steps)] for k in ("mse", "ci95"))
+        rows.append(maml_sinusoid_row(steps, maml, maml_ci, tolerance))
+        rows.append(mlsr_sinusoid_row(steps, mlsr, mlsr_ci, maml, maml_ci))
     return pd.DataFrame(rows)
