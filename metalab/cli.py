@@ -18,6 +18,7 @@ import os
 import socket
 import subprocess
 import sys
+import textwrap
 import tomllib
 import warnings
 from importlib import resources
@@ -110,6 +111,8 @@ def _show(args: argparse.Namespace) -> int:
     config = experiment.config.preset(args.preset)
     help_texts = experiment.config.describe()
     print(f"{experiment.paper.title}, preset {args.preset!r}; change a field with --set NAME=VALUE\n")
+    if args.preset == "paper" and experiment.paper_scale:
+        print(textwrap.fill(experiment.paper_scale, width=100) + "\n")
     for name, value in config.to_dict().items():
         shown = ",".join(map(str, value)) if isinstance(value, tuple) else value
         print(f"  {name} = {shown}\n      {help_texts[name]}")

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib
 import io
 import json
 import math
@@ -41,7 +40,7 @@ from metalab.core import Config, Record, resolve_device, seed_everything
 from metalab.core.output import STREAM, RunFolder, atomic_write, read_stream
 from metalab.core.provenance import machine, utc_now
 from metalab.core.records import Unit
-from metalab.experiments import EXPERIMENTS, get_experiment
+from metalab.experiments import get_experiment
 from metalab.experiments.base import DRIFT_ATOL, DRIFT_RTOL, DriftSlice, Experiment
 
 #: records CSV larger than this (bytes) is stored gzip-compressed
@@ -271,9 +270,8 @@ def reproduce_all(names: Sequence[str], out: Path | None, *, device: str, restar
     for name in names:
         experiment = get_experiment(name)
         log(f"{name}: paper preset into {root / name}")
-        scale = getattr(importlib.import_module(EXPERIMENTS[name]), "PAPER_SCALE", None)
-        if scale:
-            log(scale)
+        if experiment.paper_scale:
+            log(experiment.paper_scale)
         folders.append(reproduce(experiment, root / name, config=paper_config(experiment, device), restart=restart))
     return folders
 
@@ -283,11 +281,10 @@ def reproduce_all(names: Sequence[str], out: Path | None, *, device: str, restar
 
 
 def drift_slice(experiment: Experiment, config: Config) -> DriftSlice:
-    """What a drift check re-runs of the stored run of ``config``: the experiment module's
-    ``drift_slice(config)`` when it has one, else the first unit of every part at the stored config."""
-    declared = getattr(importlib.import_module(EXPERIMENTS[experiment.name]), "drift_slice", None)
-    if declared is not None:
-        return declared(config)
+    """What a drift check re-runs of the stored run of ``config``: the experiment's ``drift_slice(config)``
+    when it declares one, else the first unit of every part at the stored config."""
+    if experiment.drift_slice is not None:
+        return experiment.drift_slice(config)
     return DriftSlice(config, tuple(f"{part}/0" for part in config.parts))
 
 

@@ -183,6 +183,11 @@ class Experiment:
     estimate: Callable[[Any], Cost]
     #: ``context(config)``: the typed state the parts share during one run (None when they share none)
     context: Callable[[Any], Any] = _no_context
+    #: what the ``paper`` preset keeps of the published regime, what it scales down, and why
+    paper_scale: str = ""
+    #: ``drift_slice(config)``: what a drift check re-runs of a stored run of ``config`` (None: the first
+    #: unit of every part at the stored config)
+    drift_slice: Callable[[Any], DriftSlice] | None = None
 
     @property
     def part_names(self) -> tuple[str, ...]:

@@ -245,4 +245,6 @@ EXPERIMENT = Experiment(
     figures=figures,
     context=CompressiveContext,
     estimate=estimate,
+    paper_scale=PAPER_SCALE,
+    drift_slice=drift_slice,
 )

@@ -188,5 +188,7 @@ EXPERIMENT = Experiment(
     figures=figures,
     context=make_context,
     estimate=estimate,
+    paper_scale=PAPER_SCALE,
+    drift_slice=drift_slice,
 )
 run = EXPERIMENT.run

@@ -149,5 +149,7 @@ EXPERIMENT = Experiment(
     ),
     figures=figures,
     estimate=estimate,
+    paper_scale=PAPER_SCALE,
+    drift_slice=drift_slice,
 )
 run = EXPERIMENT.run

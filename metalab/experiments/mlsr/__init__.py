@@ -251,5 +251,7 @@ EXPERIMENT = Experiment(
     figures=plots.mlsr_figures,
     context=MLSRContext,
     estimate=estimate,
+    paper_scale=PAPER_SCALE,
+    drift_slice=drift_slice,
 )
 run = EXPERIMENT.run
