@@ -38,7 +38,7 @@ import pandas as pd
 import metalab
 from metalab.core import Config, Record, resolve_device, seed_everything
 from metalab.core.output import STREAM, RunFolder, atomic_write, read_stream
-from metalab.core.provenance import machine, utc_now
+from metalab.core.provenance import git_state, machine, utc_now
 from metalab.core.records import Unit
 from metalab.experiments import get_experiment
 from metalab.experiments.base import DRIFT_ATOL, DRIFT_RTOL, DriftSlice, Experiment
@@ -170,12 +170,22 @@ def _records_file(frame: pd.DataFrame) -> tuple[str, Callable[[IO[bytes]], None]
     return "records.csv.gz", lambda f: f.write(buffer.getvalue())
 
 
-def _provenance(experiment: Experiment, device, lines: list[dict[str, Any]], frame: pd.DataFrame) -> dict:
+def _provenance(
+    experiment: Experiment, config: Config, device, lines: list[dict[str, Any]], frame: pd.DataFrame
+) -> dict:
+    """What produced the run: the code each session started from (``git_commit`` of the first, and every
+    session's), the machine, the torch threads the units computed with (the config's ``threads`` when it has
+    one), the times and the counts."""
     sessions = [line for line in lines if "session" in line]
     done = [line for line in lines if "done" in line]
+    started = {key: sessions[0][key] for key in ("git_commit", "git_dirty") if key in sessions[0]}
+    threads = getattr(config, "threads", None)
     return {
         "experiment": experiment.name,
         **machine(device),
+        **started,
+        "session_commits": [line.get("git_commit") for line in sessions],
+        **({"torch_threads": threads} if threads else {}),
         "started_utc": sessions[0]["session"],
         "finished_utc": utc_now(),
         "sessions": len(sessions),
@@ -215,7 +225,9 @@ def reproduce(
         started = time.perf_counter()
         seed_everything(config.seed)
         context = experiment.context(config)
-        session = {"session": utc_now(), "device": str(device), "context_seconds": time.perf_counter() - started}
+        code = {f"git_{key}": value for key, value in git_state(Path(metalab.__file__).parent).items()}
+        session = {"session": utc_now(), "device": str(device), **code}
+        session["context_seconds"] = time.perf_counter() - started
         stream.write_line(session)
         lines = [*kept, session]
         _run_units(plan(experiment, config, context), config, stream, lines, log)
@@ -229,7 +241,7 @@ def reproduce(
     files = [_records_file(frame)]
     for name, figure in experiment.figures(frame).items():
         files.append((f"{name}.png", lambda f, figure=figure: figure.savefig(f, format="png", dpi=100)))
-    provenance = _provenance(experiment, device, lines, frame)  # written last: it marks the run finished
+    provenance = _provenance(experiment, config, device, lines, frame)  # written last: it marks the run finished
     files.append(("provenance.json", lambda f: f.write(json.dumps(provenance, indent=1).encode())))
     written = stream.finish(files)
     log(f"{experiment.name}: {len(frame)} records, {provenance['wall_seconds']:.0f} s; wrote {', '.join(written)}")

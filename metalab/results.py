@@ -55,7 +55,8 @@ class StoredRun:
         """Where the run came from, in one line: command, commit, machine, versions, time."""
         p = self.provenance
         commit = (p.get("git_commit") or "unknown")[:10] + (" (uncommitted changes)" if p.get("git_dirty") else "")
-        machine = f"{p['cpu']}, {p['torch_threads']} torch thread(s), device {p['device']}"
+        threads = self.config.get("threads") or p["torch_threads"]  # the units compute with the config's threads
+        machine = f"{p['cpu']}, {threads} torch thread(s), device {p['device']}"
         minutes = f"{p['wall_seconds'] / 60:.0f} min wall" + (
             f", {p['cpu_seconds'] / 60:.0f} min CPU" if "cpu_seconds" in p else ""
         )

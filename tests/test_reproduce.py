@@ -125,6 +125,18 @@ def test_provenance_names_the_code_the_machine_and_the_time(tmp_path):
     assert provenance["started_utc"] <= provenance["finished_utc"]
     assert provenance["wall_seconds"] >= 0 and provenance["cpu_seconds"] >= 0
     assert (provenance["units"], provenance["records"], provenance["sessions"]) == (2, 4, 1)
+    # the code is the one the run started from (this checkout's HEAD, as the test runs in it)
+    assert provenance["session_commits"] == [provenance["git_commit"]]
+
+
+def test_provenance_names_the_threads_the_config_computed_with(tmp_path):
+    @dataclasses.dataclass(frozen=True)
+    class ThreadedConfig(CountConfig):
+        threads: int = param(1, ge=0)
+
+    counting = dataclasses.replace(Counting().experiment(), config=ThreadedConfig)
+    reproduce(counting, tmp_path, config=ThreadedConfig(n=1, threads=3), log=quiet)
+    assert json.loads((tmp_path / "provenance.json").read_text())["torch_threads"] == 3
 
 
 def test_compare_reports_what_differs_beyond_the_tolerance():
