@@ -47,6 +47,19 @@ def test_memory_reduced_verdicts_follow_accuracy_and_memory():
     assert "-2.5 points" in failing["verdict"].iloc[1]
 
 
+def test_the_one_shot_runs_add_a_row_when_the_run_found_them():
+    runs = pd.DataFrame(
+        [
+            {"part": "final", "benchmark": "omniglot_one_shot", "method": m, "predictor": p, "accuracy": a}
+            for m, p, a in (("implicit", "nearest", 0.90), ("implicit", "head", 0.80), ("people", "published", 0.955))
+        ]
+    )
+    table = memory_reduced_claims(pd.concat([memory_reduced_frame(0.935, 1.0), runs]))
+    row = table.set_index("claim").filter(like="20-way", axis=0).iloc[0]
+    assert row["verdict"].startswith("below, as expected: the best 5.8 points under")
+    assert "90.0%" in row["metalab"] and "people 95.5%" in row["paper"]
+
+
 # --------------------------------------------------------------------------------------------
 # compressive
 
