@@ -138,6 +138,17 @@ def test_mlsr_verdicts_follow_the_records():
     assert verdicts(table)[4:6] == ["random wins", "partly"]
 
 
+def test_a_diverged_maml_is_reported_not_ranked():
+    frame = mlsr_frame(random_accuracy=0.7, maml_return_after_3=-3.3)
+    frame.loc[(frame["part"] == "published") & (frame["adapt_steps"] == 5), ["mse", "ci95"]] = [11.8, 22.0]
+    frame.loc[frame["part"] == "sinusoid", "mse"] = [float("nan"), 1.2]
+    frame.loc[(frame["part"] == "published") & (frame["adapt_steps"] == 10), "mse"] = float("nan")
+    table = mlsr_claims(frame).set_index("claim")["verdict"]
+    assert table["MAML, 5-shot MSE after 5 step(s)"].startswith("inconclusive: the 95 % interval ±22")
+    assert table["MAML, 5-shot MSE after 10 step(s)"].startswith("not reproduced: the mean MSE is not finite")
+    assert table.filter(like="MLSR at least").iloc[0].startswith("holds: MAML's mean MSE is not finite")
+
+
 # --------------------------------------------------------------------------------------------
 # the stored runs
 
@@ -160,4 +171,5 @@ def test_a_stored_runs_claim_table_builds_from_its_records(paper):
         "does not hold",
         "random wins",
         "random ties",
+        "inconclusive",
     }
