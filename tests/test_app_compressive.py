@@ -30,7 +30,8 @@ def test_a_short_run_draws_the_curve_the_answers_and_their_errors(page):
     assert errors["learned sketch (Sketch- + Query-Network)"] > 0
     assert any("After 50 meta-training steps" in m.value for m in at.markdown)  # the summary's headline
     assert [b.label for b in at.get("download_button")] == ["Records (CSV)", "Figure (PNG)"]
-    (claims,) = [t.value for t in at.table]  # above the live run: the stored networks' claims at d = 10
+    (models,) = [e for e in at.expander if "networks meta-trained at d = 10" in e.label]
+    (claims,) = [t.value for t in models.table]  # above the live run: the stored networks' claims at d = 10
     assert claims.index.str.contains("kmeans, d = 10, m = 500").any() and claims["verdict"].str.contains(": ").all()
 
 

@@ -173,3 +173,14 @@ def test_a_stored_runs_claim_table_builds_from_its_records(paper):
         "random ties",
         "inconclusive",
     }
+
+
+@pytest.mark.parametrize("paper", [p for p in ("mlsr", "memory_reduced", "compressive") if p in results.available()])
+def test_the_page_opens_on_the_stored_run(paper, app_page):
+    at = app_page(paper, 300)().run()
+    assert not at.exception
+    stored = next(e for e in at.expander if f"metalab reproduce {paper}" in e.label)
+    claims = stored.table[0].value
+    assert len(claims) >= 3 and "verdict" in claims.columns
+    assert f"`metalab reproduce {paper}` at commit" in stored.caption[-1].value
+    assert len(stored.tabs) == len(results.load(paper).figures())  # one tab per stored figure

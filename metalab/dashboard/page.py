@@ -121,17 +121,15 @@ def reproduce(experiment: Experiment, config: Config) -> None:
 
 
 def paper_scale(
-    title: str, claims: Callable[[], pd.DataFrame], text: str, regenerate: str, stored: str | None = None
+    title: str, claims: Callable[[], pd.DataFrame], text: str, regenerate: str, expanded: bool = True
 ) -> None:
-    """An open expander above the live run with what was trained or run at the paper's scale: the claim
-    table (claim | paper | metalab | verdict) that ``claims()`` builds from stored models or runs, ``text``
-    on what they are, the command that regenerates them and, for a paper whose run ``metalab reproduce``
-    stored (``stored``: its name), where that run came from and its figures, one tab each.  A missing or
-    broken store is said, not raised."""
-    with st.expander(title, expanded=True):
+    """An expander (open unless ``expanded`` is False) above the live run with what was trained at the
+    paper's scale: the claim table (claim | paper | metalab | verdict) that ``claims()`` builds from stored
+    models or runs, ``text`` on what they are, and the command that regenerates them.  A missing or broken
+    store is said, not raised."""
+    with st.expander(title, expanded=expanded):
         try:
             table = claims()
-            run = results.load(stored) if stored is not None else None
         except (PretrainedError, FileNotFoundError, ValueError) as error:
             st.info(str(error), icon=":material/info:")
             return
@@ -141,8 +139,27 @@ def paper_scale(
             f"Regenerate with `{regenerate}`. The live run below trains at the settings in the sidebar, within this "
             "server's budget."
         )
-        if run is not None:
-            st.caption(f"Stored run: {run.describe()}")
-            figures = run.figures()
-            for tab, figure in zip(st.tabs([f.stem.replace("_", " ") for f in figures]), figures, strict=True):
-                tab.image(str(figure))
+
+
+@st.cache_resource(show_spinner=False)
+def _stored(paper: str) -> results.StoredRun:
+    return results.load(paper)
+
+
+def stored_run(paper: str, claims: Callable[[results.StoredRun], pd.DataFrame], text: str) -> None:
+    """An open expander with the ``paper``-preset run ``metalab reproduce`` stored (read once per server):
+    ``text`` on what it is, the claim table ``claims(run)`` builds from its records, where the run came from,
+    and its figures, one tab each.  A missing or broken run is said, not raised."""
+    with st.expander(f"At paper scale: the stored run of `metalab reproduce {paper}`", expanded=True):
+        try:
+            run = _stored(paper)
+            table = claims(run)
+        except (FileNotFoundError, ValueError, KeyError) as error:
+            st.info(f"The stored run cannot be shown: {error}", icon=":material/info:")
+            return
+        st.markdown(text)
+        st.table(table.set_index("claim"))
+        st.caption(f"{run.describe()}. Regenerate with `metalab reproduce {paper} --restart`.")
+        figures = run.figures()
+        for tab, figure in zip(st.tabs([f.stem.replace("_", " ") for f in figures]), figures, strict=True):
+            tab.image(str(figure))

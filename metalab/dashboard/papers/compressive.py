@@ -11,7 +11,7 @@ from metalab.dashboard.charts.compressive import compressive_chart
 from metalab.dashboard.controls import control, url
 from metalab.experiments import get_experiment
 from metalab.experiments.compressive import CompressiveConfig
-from metalab.experiments.compressive.claims import claim_table
+from metalab.experiments.compressive.claims import claim_table, run_claim_table
 from metalab.plots import styles
 
 experiment = get_experiment("compressive")
@@ -142,11 +142,13 @@ PAPER_SCALE = (
 
 def main() -> None:
     page.header(experiment, method=METHOD)
+    page.stored_run("compressive", lambda run: run_claim_table(run.frame, run.config["d"]), experiment.paper_scale)
     page.paper_scale(
         "At paper scale: networks meta-trained at d = 10",
         claim_table,
         PAPER_SCALE,
         "python -m metalab.pretrained.train compressive --tasks kmeans",
+        expanded=False,
     )
     config = lab.build_config(CONFIG, controls())
     if config is None:

@@ -12,7 +12,7 @@ from metalab.dashboard.charts import memory_reduced as charts
 from metalab.dashboard.controls import control, url
 from metalab.experiments import get_experiment
 from metalab.experiments.memory_reduced import memory_ratios
-from metalab.experiments.memory_reduced.claims import omniglot_claim_table
+from metalab.experiments.memory_reduced.claims import omniglot_claim_table, run_claim_table
 from metalab.plots import styles
 
 experiment = get_experiment("memory_reduced")
@@ -247,11 +247,13 @@ def stored_claims():
 
 def main() -> None:
     page.header(experiment, method=METHOD)
+    page.stored_run("memory_reduced", lambda run: run_claim_table(run.frame), experiment.paper_scale)
     page.paper_scale(
         "At paper scale: Conv-4 backbones meta-trained on Omniglot",
         stored_claims,
         PAPER_SCALE,
         "python -m metalab.pretrained.train omniglot --iterations 1200 --data DIR",
+        expanded=False,
     )
     view, values = controls()
     config = lab.build_config(CONFIG, values)

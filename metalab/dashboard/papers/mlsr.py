@@ -10,6 +10,7 @@ from metalab.dashboard import lab, page
 from metalab.dashboard.charts import mlsr as charts
 from metalab.dashboard.controls import control, url
 from metalab.experiments import get_experiment
+from metalab.experiments.mlsr.claims import run_claim_table
 from metalab.experiments.mlsr.sinusoid_inits import published_claim_table
 
 experiment = get_experiment("mlsr")
@@ -231,11 +232,13 @@ PAPER_SCALE = (
 
 def main() -> None:
     page.header(experiment, method=METHOD)
+    page.stored_run("mlsr", lambda run: run_claim_table(run.frame), experiment.paper_scale)
     page.paper_scale(
         "At paper scale: initialisations meta-trained for 70,000 iterations",
         published_claim_table,
         PAPER_SCALE,
         "python -m metalab.pretrained.train sinusoid --shots 10 --iterations 70000",
+        expanded=False,
     )
     task, values = controls()
     config = lab.build_config(CONFIG, values)
