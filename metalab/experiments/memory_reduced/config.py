@@ -24,7 +24,8 @@ PAPER_METHODS = ("implicit", "maml", "anil", "itd_bio")
 PAPER_SCALE = (
     "The published regime: Omniglot 5-way 1-shot (when its files are found, else the generated glyphs), "
     "Conv-4, K = 5 inner steps, N = 10 CG steps, Algorithm 1 against MAML, ANIL and ITD-BiO, graph memory "
-    "for K up to 40; about 45 CPU minutes on one core. Scaled down: 1,200 meta-iterations of 8 tasks with "
+    "for K up to 40; about 17 CPU minutes on one core (30 minutes of wall time on a shared 2-core machine). "
+    "Scaled down: 1,200 meta-iterations of 8 tasks with "
     "32 channels instead of 60,000 iterations of 32 tasks with 64 channels (MAML's 1,200 iterations alone take "
     "15 minutes here), the 178 small-background training characters (with rotations) instead of 1,200, "
     "5-way 1-shot only (20-way and 5-shot would each double the run). Expect accuracies a few points below "
