@@ -64,7 +64,9 @@ def test_day_tasks_drop_na_rows_and_small_days(data_dir: Path) -> None:
     beta_days = ["2014-12-29", "2014-12-30", "2014-12-31", "2015-01-01"]
     assert tasks.task_ids == [("Alpha", d) for d in alpha_days] + [("Beta", d) for d in beta_days]
     assert [len(y) for y in tasks.y] == [23, 23] + [24] * 11
-    assert all(x.shape == (len(y), 21) and x.dtype == y.dtype == torch.float64 for x, y in zip(tasks.X, tasks.y, strict=True))
+    assert all(
+        x.shape == (len(y), 21) and x.dtype == y.dtype == torch.float64 for x, y in zip(tasks.X, tasks.y, strict=True)
+    )
 
     kept_day_5 = load_air_quality_tasks(data_dir, min_samples=4)
     assert ("Alpha", "2014-03-05") in kept_day_5.task_ids and len(kept_day_5) == len(tasks) + 1

@@ -48,7 +48,14 @@ def measured_extra_bytes(experiment: str, overrides: dict) -> float:
 LARGE = {
     "meta_sp": [
         {"parts": ("convergence",), "n_tasks": 1000, "n_samples": 50, "d": 200, "max_iter": 5, "methods": ("meta_sp",)},
-        {"parts": ("convergence",), "n_tasks": 1000, "n_samples": 25, "d": 150, "max_iter": 2, "methods": ("mom", "single_task")},
+        {
+            "parts": ("convergence",),
+            "n_tasks": 1000,
+            "n_samples": 25,
+            "d": 150,
+            "max_iter": 2,
+            "methods": ("mom", "single_task"),
+        },
     ],
 }
 
