@@ -1,6 +1,10 @@
-"""The Omniglot claim table of the stored backbones (:mod:`metalab.experiments.memory_reduced.pretrained`):
-MAML's accuracy against Finn et al. 2017, Algorithm 1's accuracy against MAML's, and their graph memory
-at the paper's K, one row each: claim | paper | metalab | verdict with its reason."""
+"""The memory-reduced lab's claims, one row each (claim | paper | metalab | verdict with its reason).
+
+:func:`omniglot_claim_table` reads the stored backbones (:mod:`metalab.experiments.memory_reduced.pretrained`):
+MAML's accuracy against Finn et al. 2017, Algorithm 1's against MAML's, and their graph memory at the
+paper's K.  :func:`run_claim_table` reads a ``paper``-preset run's records: MAML against the published
+number, Algorithm 1 against ANIL and ITD-BiO with the same inner loop, Lake et al.'s 20-way one-shot runs,
+and graph memory at the paper's K and across K."""
 
 from __future__ import annotations
 
