@@ -1,6 +1,7 @@
 """Meta-training steps per second of metalab's MAML (and MLSR) against its peers, side by side.
 
     .venv/bin/python benchmarks/maml_speed.py [--rounds 5] [--seconds 0.15] [--threads 1,2] [--no-mlsr]
+                                              [--device auto]
 
 The set-up is MAML's sinusoid regression: a 1-40-40-1 ReLU net, 10 support and 10 query points per task,
 inner step 0.01, Adam 1e-3 on the meta-gradient.  "ours" is :class:`metalab.gbml.MetaLearner`.  The peers:
@@ -18,7 +19,9 @@ fused Adam kernel :class:`~metalab.gbml.MetaLearner` picks (the same step; 0.11 
 the six tensors of this net, measured alone), so a row times a whole meta-training step.  Both sides
 of a row must give the same meta-gradient (relative difference printed) before they are timed.
 Rounds alternate (ours, peer, ours, ...), each as long as ``--seconds``, and the medians of the per-round
-rates are compared, with each thread count of ``--threads``.
+rates are compared, with each thread count of ``--threads`` (on CUDA, ``--device cuda``, once: the
+thread count does not apply, and every timing waits for the device to finish).  The per-second columns
+are the absolute throughput of each side.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from dataclasses import dataclass
 import torch
 from torch.func import functional_call, grad, vmap
 
+from metalab.core import resolve_device
 from metalab.data import SinusoidTasks
 from metalab.gbml import MetaLearner
 from metalab.nets import MLP, param_dict
@@ -198,14 +202,15 @@ def rows(mlsr: bool) -> list[Row]:
     return out
 
 
-def batches(meta_batch: int, count: int = 8, seed: int = 0):
+def batches(meta_batch: int, device: torch.device, count: int = 8, seed: int = 0):
     tasks = SinusoidTasks.preset("maml")
     generator = torch.Generator().manual_seed(seed)
     out = []
     for _ in range(count):
         batch = tasks.sample(meta_batch, SHOTS, SHOTS, generator=generator)
         (sx, sy), (qx, qy) = batch.support, batch.query
-        out.append(((sx, sy.reshape(*sy.shape[:2], 1)), (qx, qy.reshape(*qy.shape[:2], 1))))
+        support = (sx.to(device), sy.reshape(*sy.shape[:2], 1).to(device))
+        out.append((support, (qx.to(device), qy.reshape(*qy.shape[:2], 1).to(device))))
     return out
 
 
@@ -216,16 +221,25 @@ def gradient_difference(ours: MetaLearner, peer: Peer, batch) -> float:
     return max(float((mine[k] - theirs[k]).norm() / theirs[k].norm().clamp_min(1e-12)) for k in mine)
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA runs asynchronously; a no-op on the CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def rate(step: Callable, data, steps: int) -> float:
+    device = data[0][0][0].device
+    synchronize(device)
     start = time.perf_counter()
     for i in range(steps):
         step(*data[i % len(data)])
+    synchronize(device)
     return steps / (time.perf_counter() - start)
 
 
 def measure(row: Row, data, rounds: int, seconds: float) -> dict:
     torch.manual_seed(0)
-    net = MLP([1, 40, 40, 1])
+    net = MLP([1, 40, 40, 1]).to(data[0][0][0].device)
     start = param_dict(net)
     ours, peer = row.ours(net, start), row.peer(net, start)
     difference = gradient_difference(ours, peer, data[0])
@@ -245,21 +259,29 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=0.15, help="length of one timed round per side")
     parser.add_argument("--threads", default="1,2", help="torch thread counts, comma separated")
     parser.add_argument("--no-mlsr", action="store_true", help="leave out the MLSR rows")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (CUDA when present)")
     args = parser.parse_args()
+    try:
+        device = resolve_device(args.device)
+    except ValueError as error:
+        parser.error(str(error))
     selected = rows(mlsr=not args.no_mlsr)
     if torchopt is None:
         print("torchopt is not installed (pip install torchopt): its rows are skipped")
         selected = [row for row in selected if "torchopt" not in row.label]
-    data = {B: batches(B) for B in {row.meta_batch for row in selected}}
+    data = {B: batches(B, device) for B in {row.meta_batch for row in selected}}
     print(
         f"meta-training steps per second, sinusoid 1-40-40-1, {SHOTS}-shot, inner lr {INNER_LR}; medians of "
-        f"{args.rounds} alternating rounds of ~{args.seconds:g} s per side; torch {torch.__version__}"
+        f"{args.rounds} alternating rounds of ~{args.seconds:g} s per side; device {device}"
+        + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")
+        + f"; torch {torch.__version__}"
         + (f", torchopt {torchopt.__version__}" if torchopt is not None else "")
     )
     header = f"{'threads':>7s}  {'row':36s} {'ours /s':>8s} {'peer /s':>8s} {'ours/peer':>9s} {'goal':>6s}  {'grad diff':>9s}"
     print(header)
     print("-" * len(header))
-    for threads in (int(t) for t in args.threads.split(",")):
+    thread_counts = [int(t) for t in args.threads.split(",")] if device.type == "cpu" else [torch.get_num_threads()]
+    for threads in thread_counts:
         torch.set_num_threads(threads)
         for row in selected:
             m = measure(row, data[row.meta_batch], args.rounds, args.seconds)
