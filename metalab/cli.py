@@ -53,7 +53,8 @@ def _check_port_free(address: str, port: int) -> None:
 def _app(args: argparse.Namespace) -> int:
     _check_port_free(args.address, args.port)
     entry = resources.files("metalab.dashboard").joinpath("app.py")
-    command = [sys.executable, "-m", "streamlit", "run", str(entry), *_streamlit_flags()]
+    # Streamlit's command line, after importing what the pages import (the first visit would pay it)
+    command = [sys.executable, "-m", "metalab.dashboard.launch", "run", str(entry), *_streamlit_flags()]
     command += [f"--server.address={args.address}", f"--server.port={args.port}"]
     print(f"metalab dashboard: http://{args.address}:{args.port}", flush=True)
     return subprocess.call(command)

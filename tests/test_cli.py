@@ -144,6 +144,20 @@ def test_app_on_a_taken_port_says_so_before_printing_a_url(capsys):
     assert f"127.0.0.1:{port} is already in use" in err and f"--port {port + 1}" in err
 
 
+def test_the_dashboard_launcher_preloads_what_the_page_scripts_import(tmp_path):
+    from metalab.dashboard.launch import SCRIPTS, script_imports
+
+    preloaded = set(script_imports())
+    assert {"pandas", "altair", "streamlit", "metalab.experiments.meta_sp"} <= preloaded
+    assert "metalab.dashboard.charts.mlsr" in preloaded  # `from package import submodule`
+    assert len(SCRIPTS) == 6  # app.py, home.py and the four pages
+    script = tmp_path / "page.py"
+    script.write_text(
+        "import json\nfrom os import path\nfrom collections import abc as a, OrderedDict\nfrom . import x\n"
+    )
+    assert script_imports([script]) == ["collections", "collections.abc", "json", "os", "os.path"]
+
+
 def test_a_run_that_cannot_fit_in_memory_is_refused_before_it_starts(tmp_path, capsys):
     big = ["--set", "n_tasks=8000", "n_samples=100", "d=2000", "parts=convergence"]
     assert main(["run", "meta_sp", "--out", str(tmp_path / "big"), *big]) == 2
