@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from metalab.core.results import AssumptionWarning
 from metalab.data import hps_tasks
 from metalab.subspace import (
     METHODS,
@@ -247,6 +248,23 @@ def test_method_of_moments_in_its_easy_regime():
     data = hps_tasks(10, 2, 200, 200, noise=0.05, seed=0)  # measured 0.060 (0.075, 0.083 on seeds 1, 2)
     result = method_of_moments(data.X, data.y, 2, true_basis=data.basis)
     assert final_sin(result) < 0.2 and result.converged and result.n_iter == 0
+
+
+def test_method_of_moments_says_when_its_isotropy_assumption_fails():
+    data = hps_tasks(10, 2, 200, 50, noise=0.05, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # isotropic Gaussian inputs: no warning
+        assert method_of_moments(data.X, data.y, 2).converged
+    # one input coordinate 30 times larger: E[y² x xᵀ] is no longer (|θ|² + σ²) I + 2 θθᵀ
+    scale = torch.ones(10, dtype=data.X.dtype)
+    scale[0] = 30.0
+    with pytest.warns(AssumptionWarning, match=r"mom assumes isotropic inputs .* condition number 9\d\d"):
+        skewed = method_of_moments(data.X * scale, data.y, 2, true_basis=data.basis)
+    assert not skewed.converged
+    # every task a copy of one task with m < d: the pooled second moment is singular
+    copies = data.X[:1, :5].expand(200, 5, 10), data.y[:1, :5].expand(200, 5)
+    with pytest.warns(AssumptionWarning, match="condition number"):
+        assert not method_of_moments(*copies, 2).converged
 
 
 def test_registry_and_fit_dispatch(easy):

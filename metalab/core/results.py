@@ -44,6 +44,11 @@ class DivergenceWarning(RuntimeWarning):
     """
 
 
+class AssumptionWarning(RuntimeWarning):
+    """An estimator's assumption does not hold for the data it was given (e.g. the method of moments' isotropic
+    inputs), so its answer is biased: the result says ``converged=False``."""
+
+
 class HypergradientWarning(RuntimeWarning):
     """A hypergradient is unreliable: it came out non-finite (e.g. the inner loop diverged) and was replaced
     by zeros, or the implicit hypergradient's inner solve stopped far from the inner optimum the

@@ -8,12 +8,16 @@ the least-squares heads on X_t B).
 
 from __future__ import annotations
 
+import dataclasses
+import math
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
 import torch
 
 from metalab.core.checks import check_choice, check_int, check_number, check_seed
+from metalab.core.results import AssumptionWarning
 from metalab.core.seeding import generator
 from metalab.subspace.linalg import top_right_singular_vectors
 from metalab.subspace.result import State, SubspaceResult, run
@@ -27,6 +31,8 @@ from metalab.subspace.tasks import (
 )
 
 ALTMIN_INITS = ("mom", "random")
+#: MoM's inputs count as isotropic up to this many times the condition number isotropic inputs reach
+ISOTROPY_SLACK = 2.0
 
 
 def _with_heads(data: TaskTensors, basis: torch.Tensor) -> State:
@@ -48,6 +54,16 @@ def check_iterations(max_iter: Any, tol: Any) -> tuple[int, float]:
 
 # ---------------------------------------------------------------------------------------------
 # Method of moments (Tripuraneni, Jin & Jordan 2021)
+
+
+def isotropy(data: TaskTensors) -> tuple[float, float]:
+    """``(κ, κ_iso)``: the condition number κ of the pooled input second moment (1/T) Σ_t X_tᵀX_t/m_t, and
+    the largest one isotropic Gaussian inputs of the same total size N reach, the Marchenko-Pastur edge ratio
+    κ_iso = ((1 + √(d/N)) / (1 − √(d/N)))² (infinite when N <= d: then isotropy cannot be told)."""
+    eigenvalues = torch.linalg.eigvalsh(data.grams().mean(0))
+    kappa = float(eigenvalues[-1] / eigenvalues[0].clamp_min(torch.finfo(eigenvalues.dtype).tiny))
+    ratio = data.dim / float(data.counts.sum())
+    return kappa, ((1 + math.sqrt(ratio)) / (1 - math.sqrt(ratio))) ** 2 if ratio < 1 else math.inf
 
 
 def _mom_basis(data: TaskTensors, rank: int) -> torch.Tensor:
@@ -76,7 +92,10 @@ def method_of_moments(X: Any, y: Any, rank: int, *, true_basis: Any = None) -> S
     -------
     SubspaceResult
         ``basis`` (d, s), the per-task estimates θ_t as ``coef`` (T, d) and a single history entry
-        (iteration 0); ``converged`` is True.
+        (iteration 0); ``converged`` is False, with an :class:`~metalab.core.results.AssumptionWarning`,
+        when the inputs are far from isotropic (the condition number of their pooled second moment above
+        ``ISOTROPY_SLACK`` times what isotropic inputs of that size reach, :func:`isotropy`): the moment
+        identity above then no longer holds and the basis is biased.
 
     Raises
     ------
@@ -103,7 +122,18 @@ def method_of_moments(X: Any, y: Any, rank: int, *, true_basis: Any = None) -> S
     def states() -> Iterator[State]:
         yield _with_heads(data, _mom_basis(data, rank))
 
-    return run("mom", states(), max_iter=0, tol=None, true_basis=truth)
+    result = run("mom", states(), max_iter=0, tol=None, true_basis=truth)
+    kappa, isotropic = isotropy(data)
+    if kappa > ISOTROPY_SLACK * isotropic:
+        warnings.warn(
+            f"mom assumes isotropic inputs (E[xxᵀ] = I), but the tasks' pooled E[xxᵀ] has condition number "
+            f"{kappa:.3g} where isotropic inputs of this size reach about {isotropic:.3g}: its basis is biased; "
+            "converged=False. Whiten the inputs, or use meta_sp or altmin_gd.",
+            AssumptionWarning,
+            stacklevel=2,
+        )
+        result = dataclasses.replace(result, converged=False)
+    return result
 
 
 # ---------------------------------------------------------------------------------------------
@@ -276,7 +306,10 @@ def single_task_ols(X: Any, y: Any, rank: int, *, ridge: float = 0.0, true_basis
     -------
     SubspaceResult
         ``basis`` (d, s), the per-task estimates θ_t as ``coef`` (T, d) and a single history entry
-        (iteration 0); ``converged`` is True.
+        (iteration 0); ``converged`` is False, with an :class:`~metalab.core.results.AssumptionWarning`,
+        when the inputs are far from isotropic (the condition number of their pooled second moment above
+        ``ISOTROPY_SLACK`` times what isotropic inputs of that size reach, :func:`isotropy`): the moment
+        identity above then no longer holds and the basis is biased.
 
     Raises
     ------
@@ -325,7 +358,10 @@ def oracle(X: Any, y: Any, rank: int, *, true_basis: Any) -> SubspaceResult:
     -------
     SubspaceResult
         ``basis`` (d, s), the per-task estimates θ_t as ``coef`` (T, d) and a single history entry
-        (iteration 0); ``converged`` is True.
+        (iteration 0); ``converged`` is False, with an :class:`~metalab.core.results.AssumptionWarning`,
+        when the inputs are far from isotropic (the condition number of their pooled second moment above
+        ``ISOTROPY_SLACK`` times what isotropic inputs of that size reach, :func:`isotropy`): the moment
+        identity above then no longer holds and the basis is biased.
 
     Raises
     ------
