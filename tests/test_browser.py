@@ -137,3 +137,19 @@ def test_stop_keeps_what_was_drawn(dashboard, browser, tmp_path):
     assert page.get_by_text("(partial run)").count() == 1
     page.screenshot(path=str(tmp_path / "meta_sp_stopped.png"))
     page.close()
+
+
+def test_opening_a_page_directly_fails_no_request_but_streamlits_base_path_probes(dashboard, browser):
+    """Opening a page by its URL, nothing is fetched from the internet and nothing fails except the two
+    probes by which Streamlit's frontend finds the server's base path: it asks ``/<Page>/_stcore/health``
+    and ``/<Page>/_stcore/host-config`` first, and their 404 is what sends it to ``/_stcore/...``
+    (streamlit/streamlit#7074, open; answering them would make the frontend take ``/<Page>/`` as the base)."""
+    page = browser.new_page()
+    failed, outside = [], []
+    page.on("response", lambda r: failed.append(r.url.removeprefix(dashboard)) if r.status >= 400 else None)
+    page.on("request", lambda r: outside.append(r.url) if not r.url.startswith((dashboard, "data:", "blob:")) else None)
+    page.goto(f"{dashboard}/{PAGE}")
+    _wait_for_final_chart(page, page.get_by_test_id("stVegaLiteChart"), "m = 10 samples per task")
+    page.close()
+    assert outside == []
+    assert set(failed) <= {f"/{PAGE}/_stcore/health", f"/{PAGE}/_stcore/host-config"}, failed
