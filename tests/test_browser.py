@@ -141,9 +141,8 @@ def test_stop_keeps_what_was_drawn(dashboard, browser, tmp_path):
 
 def test_opening_a_page_directly_fails_no_request_but_streamlits_base_path_probes(dashboard, browser):
     """Opening a page by its URL, nothing is fetched from the internet and nothing fails except the two
-    probes by which Streamlit's frontend finds the server's base path: it asks ``/<Page>/_stcore/health``
-    and ``/<Page>/_stcore/host-config`` first, and their 404 is what sends it to ``/_stcore/...``
-    (streamlit/streamlit#7074, open; answering them would make the frontend take ``/<Page>/`` as the base)."""
+    probes by which Streamlit's frontend looks for the server's base path: it asks ``/<Page>/_stcore/health``
+    and ``/<Page>/_stcore/host-config`` first, then ``/_stcore/...`` (streamlit/streamlit#7074, open)."""
     page = browser.new_page()
     failed, outside = [], []
     page.on("response", lambda r: failed.append(r.url.removeprefix(dashboard)) if r.status >= 400 else None)
