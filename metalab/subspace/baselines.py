@@ -60,7 +60,9 @@ def isotropy(data: TaskTensors) -> tuple[float, float]:
     """``(κ, κ_iso)``: the condition number κ of the pooled input second moment (1/T) Σ_t X_tᵀX_t/m_t, and
     the largest one isotropic Gaussian inputs of the same total size N reach, the Marchenko-Pastur edge ratio
     κ_iso = ((1 + √(d/N)) / (1 − √(d/N)))² (infinite when N <= d: then isotropy cannot be told)."""
-    eigenvalues = torch.linalg.eigvalsh(data.grams().mean(0))
+    rows = data.X.reshape(-1, data.dim)  # the pooled moment without the (T, d, d) of every task's S_t
+    weighted = (data.X / data.counts[:, None, None]).reshape(-1, data.dim)
+    eigenvalues = torch.linalg.eigvalsh(weighted.T @ rows / data.n_tasks)
     kappa = float(eigenvalues[-1] / eigenvalues[0].clamp_min(torch.finfo(eigenvalues.dtype).tiny))
     ratio = data.dim / float(data.counts.sum())
     return kappa, ((1 + math.sqrt(ratio)) / (1 - math.sqrt(ratio))) ** 2 if ratio < 1 else math.inf
