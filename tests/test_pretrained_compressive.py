@@ -88,3 +88,17 @@ def test_claim_table_has_one_row_per_stored_model():
     table = claim_table(STORED)
     assert tuple(table.columns) == COLUMNS and len(table) == len(STORED)
     assert table["verdict"].str.match(r"^(reproduced|partly|not reproduced): ").all()
+
+
+def test_the_notebooks_play_draws_a_fresh_example_from_a_stored_model():
+    from metalab.experiments.compressive.pretrained import stored_example, stored_sketch_sizes
+
+    assert stored_sketch_sizes("pca") == [20, 40] and stored_sketch_sizes("kmeans") == [500]
+    name, frame = stored_example("pca", samples=200, seed=3)
+    errors = frame.groupby("method")["relative_error"].first()
+    assert name == "compressive_pca_d10_m20"
+    assert errors["exact"] == 1.0 and errors["learned"] >= 1.0 and errors["random"] >= 1.0  # exact is optimal
+    private, _ = stored_example("ridge", epsilon=1.0, samples=200)
+    assert private == "compressive_ridge_d10_m20_private"  # a budget picks the model trained on private sketches
+    with pytest.raises(ValueError, match=r"no stored 'kmeans' model with sketch size m = 20; stored: \[500\]"):
+        stored_example("kmeans", sketch_size=20)
