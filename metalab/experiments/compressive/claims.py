@@ -47,20 +47,25 @@ def _setting(config: dict) -> str:
     return f"{config['task']}, d = {config['d']}, m = {config['sketch_size']} ({tables})"
 
 
-def privacy_row(info: pretrained.ModelInfo) -> dict[str, str]:
-    """A model meta-trained on private sketches: learned against random, both from sketches released at
-    each stored epsilon (reproduced: learned <= random at every epsilon; partly: at some)."""
-    config, test = info.config, info.evaluation["test"]
-    rows = test["privacy"]
-    wins = [row["epsilon"] for row in rows if row["learned"] <= row["random"]]
-    graded = "reproduced" if len(wins) == len(rows) else "partly" if wins else "not reproduced"
+def privacy_claim(setting: str, mechanism: str, budgets: list[dict[str, float]]) -> dict[str, str]:
+    """Learned against random, both from sketches released at each budget (``budgets``: ``epsilon``,
+    ``learned`` and ``random`` median errors each): reproduced when learned <= random at every epsilon,
+    partly at some."""
+    wins = [row["epsilon"] for row in budgets if row["learned"] <= row["random"]]
+    graded = "reproduced" if len(wins) == len(budgets) else "partly" if wins else "not reproduced"
     return {
-        "claim": f"learned beats random under differential privacy: {_setting(config)}",
+        "claim": f"learned beats random under differential privacy: {setting}",
         "paper": "private sketches keep their utility (no number read)",
-        "metalab": f"median error / exact, learned vs random ({rows[0]['mechanism']}): "
-        + ", ".join(f"ε={row['epsilon']:g}: {row['learned']:.3g} vs {row['random']:.3g}" for row in rows),
-        "verdict": f"{graded}: learned <= random at {len(wins)} of {len(rows)} budgets",
+        "metalab": f"median error / exact, learned vs random ({mechanism}): "
+        + ", ".join(f"ε={row['epsilon']:g}: {row['learned']:.3g} vs {row['random']:.3g}" for row in budgets),
+        "verdict": f"{graded}: learned <= random at {len(wins)} of {len(budgets)} budgets",
     }
+
+
+def privacy_row(info: pretrained.ModelInfo) -> dict[str, str]:
+    """:func:`privacy_claim` of a model meta-trained on private sketches, at each stored epsilon."""
+    rows = info.evaluation["test"]["privacy"]
+    return privacy_claim(_setting(info.config), rows[0]["mechanism"], rows)
 
 
 def claim_row(info: pretrained.ModelInfo) -> dict[str, str]:
@@ -129,23 +134,14 @@ def sketch_size_rows(frame: pd.DataFrame, d: int) -> list[dict[str, str]]:
 
 
 def run_privacy_rows(frame: pd.DataFrame) -> list[dict[str, str]]:
-    """Per task, the model meta-trained on private sketches against random at every budget of the run."""
+    """Per task, :func:`privacy_claim` of the model meta-trained on private sketches at every budget of the run."""
     private = frame[frame["part"] == "privacy"]
     rows = []
     for task, group in private.groupby("task", sort=False):
         by = group.pivot_table(index="epsilon", columns="method", values="relative_error")
-        wins = [epsilon for epsilon, row in by.iterrows() if row["learned"] <= row["random"]]
-        graded = "reproduced" if len(wins) == len(by) else "partly" if wins else "not reproduced"
-        m = int(group["sketch_size"].iloc[0])
-        rows.append(
-            {
-                "claim": f"learned beats random under differential privacy: {task}, m = {m}",
-                "paper": "private sketches keep their utility (no number read)",
-                "metalab": f"median error / exact, learned vs random ({group['mechanism'].iloc[0]}): "
-                + ", ".join(f"ε={e:g}: {row['learned']:.3g} vs {row['random']:.3g}" for e, row in by.iterrows()),
-                "verdict": f"{graded}: learned <= random at {len(wins)} of {len(by)} budgets",
-            }
-        )
+        budgets = [{"epsilon": e, "learned": row["learned"], "random": row["random"]} for e, row in by.iterrows()]
+        setting = f"{task}, m = {int(group['sketch_size'].iloc[0])}"
+        rows.append(privacy_claim(setting, group["mechanism"].iloc[0], budgets))
     return rows
 
 
