@@ -39,11 +39,11 @@ def memory_reduced_frame(implicit_accuracy: float, implicit_growth: float) -> pd
 
 def test_memory_reduced_verdicts_follow_accuracy_and_memory():
     table = memory_reduced_claims(memory_reduced_frame(0.935, 1.0))
-    assert verdicts(table) == ["below, as expected", "reproduced", "reproduced", "reproduced"]
+    assert verdicts(table) == ["below, as expected", "reproduced", "holds", "holds"]
     assert "1200 meta-iterations" in table["verdict"].iloc[0]
     # Algorithm 1 2.5 points under ITD-BiO, and a graph that triples with K: both claims fail
     failing = memory_reduced_claims(memory_reduced_frame(0.915, 3.0))
-    assert verdicts(failing)[1:] == ["not reproduced", "reproduced", "not reproduced"]
+    assert verdicts(failing)[1:] == ["not reproduced", "holds", "does not hold"]
     assert "-2.5 points" in failing["verdict"].iloc[1]
 
 
